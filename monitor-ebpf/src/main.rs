@@ -1,0 +1,620 @@
+//! leakmon's kernel programs.
+//!
+//! * `alloc_enter` / `alloc_exit`: a uprobe and a uretprobe on every allocating libc entry point
+//!   (the attach cookie says which one). The entry remembers the arguments per thread, the return
+//!   records the allocation under `(tgid, address)` with its size, time and stack, and adds it to
+//!   the per-stack totals. Allocator calls nested inside another one on the same thread (realloc
+//!   calling malloc, malloc calling mmap) are counted once, as the outer call.
+//! * `free_enter`: removes the freed allocation and subtracts it from its stack's totals.
+//! * `sys_{enter,exit}_{mmap,munmap,mremap,brk}`: the memory-mapping system calls of traced
+//!   processes, sent to user space (which keeps the interval bookkeeping partial unmaps need).
+//! * `sched_process_exit` / `sched_process_exec`: stop tracing a process that exits and tell user
+//!   space, which then releases the process's state, so a reused pid never inherits it.
+//!
+//! Every record that cannot be kept is counted in the per-CPU `STATS` array.
+#![no_std]
+#![no_main]
+// Atomic read-modify-write on map values: core's atomic types have no RMW methods on the BPF
+// target, the intrinsics lower to the BPF atomic add instruction.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "atomic intrinsics, see above")]
+
+use core::{
+    ffi::c_void,
+    intrinsics::{AtomicOrdering, atomic_xadd},
+    mem::size_of,
+};
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_prandom_u32, bpf_get_stack,
+            bpf_task_pt_regs,
+        },
+    },
+    macros::{map, tracepoint, uprobe, uretprobe},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::{ProbeContext, RetProbeContext, TracePointContext},
+};
+use monitor_common::{
+    AllocFn, AllocInfo, AllocKey, Event, EventKind, InFlight, MAX_FRAMES, SAMPLE_BUCKET_SCALE,
+    SAMPLE_BUCKETS, SampleBucket, STAT_COUNT, StackKey, StackStats, StackTrace, Stat,
+    SyscallArgs, TargetConfig, WEIGHT_ONE,
+};
+
+/// `MAP_ANONYMOUS` from `<sys/mman.h>`.
+const MAP_ANONYMOUS: u64 = 0x20;
+/// Offset of the first argument in a `syscalls:sys_enter_*` record (and of `ret` in `sys_exit_*`).
+const SYSCALL_ARG0: usize = 16;
+/// Offset of `group_dead` in `sched:sched_process_exit`.
+const EXIT_GROUP_DEAD: usize = 32;
+/// Offset of `sp` in x86-64 `struct pt_regs` (a kernel ABI: r15 .. ss, 8 bytes each).
+const PT_REGS_SP: usize = 19 * 8;
+
+#[map]
+static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, 0);
+
+#[map]
+static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static ALLOCS: HashMap<AllocKey, AllocInfo> = HashMap::with_max_entries(262_144, 0);
+
+#[map]
+static STACK_STATS: HashMap<StackKey, StackStats> = HashMap::with_max_entries(32768, 0);
+
+#[map]
+static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(32768, 0);
+
+#[map]
+static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static SAMPLE_TABLE: Array<SampleBucket> = Array::with_max_entries(SAMPLE_BUCKETS, 0);
+
+#[map]
+static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+#[inline(always)]
+fn count(stat: Stat) {
+    if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
+        // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
+        unsafe { *counter += 1 };
+    }
+}
+
+#[inline(always)]
+fn current() -> (u64, u32) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (pid_tgid, (pid_tgid >> 32) as u32)
+}
+
+#[inline(always)]
+fn target(tgid: u32) -> Option<TargetConfig> {
+    // SAFETY: the value is copied out before any other map operation.
+    unsafe { TARGETS.get(&tgid) }.copied()
+}
+
+/// The sampling weight for an allocation of `size` bytes, or 0 to skip it.
+#[inline(always)]
+fn sample_weight(size: u64, rate: u64) -> u32 {
+    if rate == 0 {
+        return WEIGHT_ONE;
+    }
+    // User space caps the rate far below u64::MAX / SAMPLE_BUCKET_SCALE, so no overflow here.
+    if size >= rate * (u64::from(SAMPLE_BUCKETS) / SAMPLE_BUCKET_SCALE) {
+        return WEIGHT_ONE;
+    }
+    let bucket = size * SAMPLE_BUCKET_SCALE / rate;
+    let Some(entry) = SAMPLE_TABLE.get(bucket as u32) else {
+        return WEIGHT_ONE;
+    };
+    // SAFETY: plain helper call.
+    if entry.threshold == u32::MAX || unsafe { bpf_get_prandom_u32() } < entry.threshold {
+        entry.weight
+    } else {
+        0
+    }
+}
+
+/// Adds `value` to `*dst` atomically (wrapping, so adding a negated value subtracts).
+///
+/// # Safety
+/// `dst` must point into a live map value.
+#[inline(always)]
+unsafe fn atomic_add(dst: *mut u64, value: u64) {
+    // SAFETY: guaranteed by the caller.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(dst, value) };
+}
+
+#[inline(always)]
+fn stats_add(key: &StackKey, bytes: u64, weight: u64) -> bool {
+    match STACK_STATS.get_ptr_mut(key) {
+        Some(stats) => {
+            // SAFETY: `stats` points into a live map value; the atomics make concurrent updates
+            // from other CPUs safe.
+            unsafe {
+                atomic_add(&raw mut (*stats).bytes, bytes);
+                atomic_add(&raw mut (*stats).count, weight);
+            }
+            true
+        }
+        None => false,
+    }
+}
+
+#[inline(always)]
+fn stats_sub(tgid: u32, info: &AllocInfo) {
+    let key = StackKey { tgid, pad: 0, stack_id: info.stack_id };
+    if let Some(stats) = STACK_STATS.get_ptr_mut(&key) {
+        // SAFETY: as in `stats_add`.
+        unsafe {
+            atomic_add(&raw mut (*stats).bytes, info.weighted_bytes.wrapping_neg());
+            atomic_add(&raw mut (*stats).count, u64::from(info.weight).wrapping_neg());
+        }
+    }
+}
+
+/// Captures the current user stack into the per-CPU scratch buffer and returns its id (a hash of
+/// the frames, never 0), or 0 when the stack cannot be captured.
+///
+/// At a return probe the stack is right as the kernel walks it: the instruction pointer is the
+/// allocator's caller. At a system call the instruction pointer is inside the libc wrapper, which
+/// keeps no frame, so the frame-pointer walk skips the wrapper's caller; `caller` (the return
+/// address on top of the user stack) is then inserted as the second frame.
+#[inline(always)]
+fn capture_stack<C: aya_ebpf::EbpfContext>(ctx: &C, caller: u64) -> Option<(u64, *mut StackTrace)> {
+    let scratch = SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: `scratch` is this CPU's buffer; bpf_get_stack writes at most the given size.
+    let written = unsafe {
+        let frames = (*scratch).frames.as_mut_ptr();
+        let (dst, room) = if caller == 0 {
+            (frames, MAX_FRAMES)
+        } else {
+            (frames.add(1), MAX_FRAMES - 1)
+        };
+        bpf_get_stack(
+            ctx.as_ptr(),
+            dst.cast::<c_void>(),
+            (room * size_of::<u64>()) as u32,
+            u64::from(BPF_F_USER_STACK),
+        )
+    };
+    if written <= 0 {
+        count(Stat::DroppedStackCapture);
+        return None;
+    }
+    let mut len = written as u64 / size_of::<u64>() as u64;
+    // SAFETY: as above; indices are below MAX_FRAMES.
+    let frames = unsafe { &mut (*scratch).frames };
+    if caller != 0 {
+        frames[0] = frames[1];
+        frames[1] = caller;
+        len += 1;
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, frame) in frames.iter().enumerate() {
+        if i as u64 >= len {
+            break;
+        }
+        hash = (hash ^ frame).wrapping_mul(0x0000_0100_0000_01b3);
+        hash ^= hash >> 29;
+    }
+    // SAFETY: as above.
+    unsafe { (*scratch).len = len };
+    Some((if hash == 0 { 1 } else { hash }, scratch))
+}
+
+/// Stores the captured stack under `key` unless it is already known.
+#[inline(always)]
+fn intern_stack(key: &StackKey, trace: *mut StackTrace) -> bool {
+    // SAFETY: `trace` is the per-CPU scratch buffer filled by `capture_stack`.
+    match STACKS.insert(key, unsafe { &*trace }, u64::from(BPF_NOEXIST)) {
+        Ok(()) => true,
+        Err(err) => err == -17, // EEXIST: another CPU stored the same stack first
+    }
+}
+
+/// `size * weight / WEIGHT_ONE` without 128-bit arithmetic (which BPF lacks).
+#[inline(always)]
+fn weigh(size: u64, weight: u32) -> u64 {
+    if weight == WEIGHT_ONE {
+        return size;
+    }
+    let weight = u64::from(weight);
+    (size >> 16).wrapping_mul(weight) + (((size & 0xffff) * weight) >> 16)
+}
+
+/// Records a new allocation and adds it to its stack's totals.
+#[inline(always)]
+fn record_alloc<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, weight: u32, kind: u32) {
+    let weighted_bytes = weigh(size, weight);
+    let mut key = StackKey { tgid, pad: 0, stack_id: 0 };
+    if let Some((id, trace)) = capture_stack(ctx, 0) {
+        key.stack_id = id;
+        if !stats_add(&key, weighted_bytes, u64::from(weight)) {
+            if intern_stack(&key, trace) {
+                let fresh = StackStats { bytes: weighted_bytes, count: u64::from(weight) };
+                if STACK_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST)).is_err()
+                    && !stats_add(&key, weighted_bytes, u64::from(weight))
+                {
+                    count(Stat::DroppedStacksFull);
+                    key.stack_id = 0;
+                }
+            } else {
+                count(Stat::DroppedStacksFull);
+                key.stack_id = 0;
+            }
+        }
+    }
+    if key.stack_id == 0 && !stats_add(&key, weighted_bytes, u64::from(weight)) {
+        let fresh = StackStats { bytes: weighted_bytes, count: u64::from(weight) };
+        if STACK_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST)).is_err() {
+            stats_add(&key, weighted_bytes, u64::from(weight));
+        }
+    }
+    let alloc_key = AllocKey { tgid, pad: 0, addr };
+    // An allocation at an address we still hold means we missed its free: retire the old record.
+    // SAFETY: the value is copied before the map is modified.
+    if let Some(previous) = unsafe { ALLOCS.get(&alloc_key) }.copied() {
+        stats_sub(tgid, &previous);
+    }
+    let info = AllocInfo {
+        size,
+        weighted_bytes,
+        // SAFETY: plain helper call.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        stack_id: key.stack_id,
+        weight,
+        kind,
+    };
+    if ALLOCS.insert(&alloc_key, &info, u64::from(BPF_ANY)).is_err() {
+        count(Stat::DroppedAllocsFull);
+        stats_sub(tgid, &info);
+        return;
+    }
+    count(Stat::Allocs);
+}
+
+/// Removes the allocation at `addr`, returning its record.
+#[inline(always)]
+fn take_alloc(tgid: u32, addr: u64) -> Option<AllocInfo> {
+    let key = AllocKey { tgid, pad: 0, addr };
+    // SAFETY: the value is copied before the map is modified.
+    let info = unsafe { ALLOCS.get(&key) }.copied()?;
+    ALLOCS.remove(&key).ok()?;
+    stats_sub(tgid, &info);
+    Some(info)
+}
+
+#[uprobe]
+pub fn alloc_enter(ctx: ProbeContext) -> u32 {
+    let (pid_tgid, tgid) = current();
+    let Some(config) = target(tgid) else {
+        return 0;
+    };
+    if let Some(inflight) = INFLIGHT.get_ptr_mut(&pid_tgid) {
+        // SAFETY: the entry belongs to this thread; no other CPU touches it.
+        unsafe { (*inflight).depth += 1 };
+        count(Stat::Nested);
+        return 0;
+    }
+    // SAFETY: plain helper call.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let Some(kind) = AllocFn::from_cookie(cookie) else {
+        return 0;
+    };
+    let arg = |n| ctx.arg::<u64>(n).unwrap_or(0);
+    let (size, old_addr, memptr) = match kind {
+        AllocFn::Malloc | AllocFn::Valloc | AllocFn::Pvalloc => (arg(0), 0, 0),
+        AllocFn::Calloc => (arg(0).wrapping_mul(arg(1)), 0, 0),
+        AllocFn::Realloc => (arg(1), arg(0), 0),
+        AllocFn::Reallocarray => (arg(1).wrapping_mul(arg(2)), arg(0), 0),
+        AllocFn::PosixMemalign => (arg(2), 0, arg(0)),
+        AllocFn::AlignedAlloc | AllocFn::Memalign => (arg(1), 0, 0),
+        AllocFn::Free => return 0,
+    };
+    let weight = sample_weight(size, config.sample_rate);
+    let record = InFlight {
+        kind: kind as u32,
+        depth: 0,
+        size,
+        memptr,
+        old_addr,
+        weight,
+        old_valid: 0,
+        old: AllocInfo { size: 0, weighted_bytes: 0, timestamp_ns: 0, stack_id: 0, weight: 0, kind: 0 },
+    };
+    if INFLIGHT.insert(&pid_tgid, &record, u64::from(BPF_ANY)).is_err() {
+        count(Stat::DroppedInflightFull);
+        return 0;
+    }
+    if old_addr != 0 {
+        // The old block stops being ours now: realloc may free it before returning, and another
+        // thread may be handed the same address before our return probe runs.
+        if let Some(old) = take_alloc(tgid, old_addr)
+            && let Some(inflight) = INFLIGHT.get_ptr_mut(&pid_tgid)
+        {
+            // SAFETY: this thread's entry.
+            unsafe {
+                (*inflight).old = old;
+                (*inflight).old_valid = 1;
+            }
+        }
+    }
+    0
+}
+
+#[uretprobe]
+pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
+    let (pid_tgid, tgid) = current();
+    if target(tgid).is_none() {
+        return 0;
+    }
+    let Some(inflight) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
+        count(Stat::DroppedUnmatchedReturn);
+        return 0;
+    };
+    // SAFETY: this thread's entry.
+    let record = unsafe {
+        if (*inflight).depth > 0 {
+            (*inflight).depth -= 1;
+            return 0;
+        }
+        *inflight
+    };
+    let _ = INFLIGHT.remove(&pid_tgid);
+    let ret: u64 = ctx.ret();
+    let addr = if record.kind == AllocFn::PosixMemalign as u32 {
+        if ret == 0 {
+            // SAFETY: reads user memory through the checked helper.
+            unsafe { bpf_probe_read_user(record.memptr as *const u64) }.unwrap_or(0)
+        } else {
+            0
+        }
+    } else {
+        ret
+    };
+    if addr == 0 {
+        // A failed realloc leaves the old block allocated; realloc(p, 0) freed it.
+        if record.old_valid != 0 && record.size != 0 {
+            let key = AllocKey { tgid, pad: 0, addr: record.old_addr };
+            let stack = StackKey { tgid, pad: 0, stack_id: record.old.stack_id };
+            if ALLOCS.insert(&key, &record.old, u64::from(BPF_ANY)).is_ok() {
+                stats_add(&stack, record.old.weighted_bytes, u64::from(record.old.weight));
+            } else {
+                count(Stat::DroppedAllocsFull);
+            }
+        }
+        return 0;
+    }
+    if record.weight == 0 {
+        count(Stat::Unsampled);
+        return 0;
+    }
+    record_alloc(&ctx, tgid, addr, record.size, record.weight, record.kind);
+    0
+}
+
+#[uprobe]
+pub fn free_enter(ctx: ProbeContext) -> u32 {
+    let (_, tgid) = current();
+    if target(tgid).is_none() {
+        return 0;
+    }
+    let addr: u64 = ctx.arg(0).unwrap_or(0);
+    if addr == 0 {
+        return 0;
+    }
+    match take_alloc(tgid, addr) {
+        Some(_) => count(Stat::Frees),
+        None => count(Stat::FreesUnknown),
+    }
+    0
+}
+
+/// The return address on top of the current thread's user stack (see [`capture_stack`]).
+#[inline(always)]
+fn user_return_address() -> u64 {
+    // SAFETY: helper calls; the pt_regs pointer is read through the checked helper.
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const u8;
+        if regs.is_null() {
+            return 0;
+        }
+        let Ok(sp) = bpf_probe_read_kernel(regs.add(PT_REGS_SP).cast::<u64>()) else {
+            return 0;
+        };
+        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+    }
+}
+
+/// Remembers a memory-mapping call of a traced process until it returns.
+#[inline(always)]
+fn syscall_enter(ctx: &TracePointContext, kind: EventKind, with_stack: bool) -> Option<()> {
+    let (pid_tgid, tgid) = current();
+    target(tgid)?;
+    if kind != EventKind::Munmap && INFLIGHT.get_ptr(&pid_tgid).is_some() {
+        // The allocator itself is mapping memory: the outer call accounts for it.
+        count(Stat::Nested);
+        return None;
+    }
+    // SAFETY: offsets from the tracepoints' format files, within the record.
+    let arg = |n: usize| unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * n) }.unwrap_or(0);
+    let mut args = SyscallArgs { kind: kind as u32, addr: arg(0), ..SyscallArgs::default() };
+    match kind {
+        EventKind::Mmap => {
+            args.len = arg(1);
+            args.prot = arg(2) as u32;
+            args.flags = arg(3);
+            if args.flags & MAP_ANONYMOUS == 0 {
+                return None;
+            }
+        }
+        EventKind::Munmap => args.len = arg(1),
+        EventKind::Mremap => {
+            args.len = arg(1);
+            args.new_len = arg(2);
+            args.flags = arg(3);
+        }
+        EventKind::Brk | EventKind::Exit | EventKind::Exec => {}
+    }
+    if with_stack {
+        if let Some((id, trace)) = capture_stack(ctx, user_return_address()) {
+            let key = StackKey { tgid, pad: 0, stack_id: id };
+            if intern_stack(&key, trace) {
+                args.stack_id = id;
+            } else {
+                count(Stat::DroppedStacksFull);
+            }
+        }
+    }
+    if SYSCALLS.insert(&pid_tgid, &args, u64::from(BPF_ANY)).is_err() {
+        count(Stat::DroppedInflightFull);
+    }
+    Some(())
+}
+
+/// Sends a finished memory-mapping call to user space.
+#[inline(always)]
+fn syscall_exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
+    let (pid_tgid, tgid) = current();
+    // SAFETY: the value is copied before the map is modified.
+    let args = unsafe { SYSCALLS.get(&pid_tgid) }.copied()?;
+    let _ = SYSCALLS.remove(&pid_tgid);
+    if args.kind != kind as u32 {
+        return None;
+    }
+    // SAFETY: `ret` is at the documented offset of every sys_exit record.
+    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_ARG0) }.ok()?;
+    if (-4095..0).contains(&ret) {
+        return None;
+    }
+    let mut event = Event {
+        kind: kind as u32,
+        tgid,
+        // SAFETY: plain helper call.
+        timestamp_ns: unsafe { bpf_ktime_get_ns() },
+        addr: args.addr,
+        len: args.len,
+        prot: args.prot,
+        flags: args.flags,
+        stack_id: args.stack_id,
+        ..Event::default()
+    };
+    match kind {
+        EventKind::Mmap => event.addr = ret as u64,
+        EventKind::Mremap => {
+            event.new_addr = ret as u64;
+            event.new_len = args.new_len;
+        }
+        EventKind::Brk => event.new_addr = ret as u64,
+        EventKind::Munmap | EventKind::Exit | EventKind::Exec => {}
+    }
+    emit(&event);
+    Some(())
+}
+
+#[inline(always)]
+fn emit(event: &Event) {
+    if EVENTS.output::<Event>(event, 0).is_ok() {
+        count(Stat::MapEvents);
+    } else {
+        count(Stat::DroppedRingbufFull);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
+    let _ = syscall_enter(&ctx, EventKind::Mmap, true);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
+    let _ = syscall_exit(&ctx, EventKind::Mmap);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
+    let _ = syscall_enter(&ctx, EventKind::Munmap, false);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
+    let _ = syscall_exit(&ctx, EventKind::Munmap);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
+    let _ = syscall_enter(&ctx, EventKind::Mremap, true);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
+    let _ = syscall_exit(&ctx, EventKind::Mremap);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
+    let _ = syscall_enter(&ctx, EventKind::Brk, true);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
+    let _ = syscall_exit(&ctx, EventKind::Brk);
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let (_, tgid) = current();
+    // SAFETY: offsets from the tracepoint's format file.
+    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
+    if group_dead == 0 || target(tgid).is_none() {
+        return 0;
+    }
+    let _ = TARGETS.remove(&tgid);
+    // SAFETY: plain helper call.
+    let timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    emit(&Event { kind: EventKind::Exit as u32, tgid, timestamp_ns, ..Event::default() });
+    0
+}
+
+#[tracepoint]
+pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+    let (_, tgid) = current();
+    if target(tgid).is_none() {
+        return 0;
+    }
+    // SAFETY: plain helper call.
+    let timestamp_ns = unsafe { bpf_ktime_get_ns() };
+    emit(&Event { kind: EventKind::Exec as u32, tgid, timestamp_ns, ..Event::default() });
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";
