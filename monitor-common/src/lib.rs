@@ -379,7 +379,7 @@ mod pod {
     //! `aya::Pod` for every type user space reads from or writes to a map.
     use super::{
         AllocInfo, AllocKey, Event, InFlight, SampleBucket, StackKey, StackStats, StackTrace,
-        TargetConfig,
+        SyscallArgs, TargetConfig,
     };
 
     // SAFETY: all of these are #[repr(C)] structs of integers with no implicit padding.
@@ -400,4 +400,6 @@ mod pod {
     unsafe impl aya::Pod for SampleBucket {}
     // SAFETY: as above.
     unsafe impl aya::Pod for Event {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for SyscallArgs {}
 }

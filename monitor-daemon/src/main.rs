@@ -1,1 +1,204 @@
-fn main() {}
+//! The `leakmon` command line: parses arguments, runs the library, and turns every failure into
+//! one line on stderr and a non-zero exit code.
+
+use std::{
+    fs::File, io::Write as _, num::NonZeroU32, path::PathBuf, process::ExitCode, time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use monitor_daemon::{
+    launch::ExitStatus,
+    report::{self, OutputFormat},
+    trace::{self, Target, TraceOptions},
+    tracer::{EmptyPlacement, MAX_SAMPLE_RATE, MapLimits},
+};
+
+/// An eBPF memory-leak monitor for Linux hosts.
+#[derive(Debug, Parser)]
+#[command(name = "leakmon", version, about)]
+struct Cli {
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
+    #[arg(long, global = true, default_value = "warn")]
+    log_level: log::LevelFilter,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Trace one process's allocations and report the stacks whose outstanding memory keeps
+    /// growing.
+    Trace(TraceArgs),
+    /// Run a command with empty probes where the allocator probes would go (what the
+    /// breakpoints alone cost; used by `cargo xtask bench`).
+    ProbeCost(ProbeCostArgs),
+}
+
+#[derive(Debug, Args)]
+struct ProbeCostArgs {
+    /// Where to put the empty probes.
+    #[arg(long, value_enum)]
+    at: ProbeCostPlacement,
+    /// Command to run.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ProbeCostPlacement {
+    /// Each function's first instruction.
+    Entry,
+    /// The offsets leakmon chooses.
+    Chosen,
+}
+
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["pid", "command"]))]
+struct TraceArgs {
+    /// Trace this running process.
+    #[arg(long, short)]
+    pid: Option<NonZeroU32>,
+    /// Longest observation window, in seconds (it also ends when the process exits or on
+    /// Ctrl-C).
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    duration: Duration,
+    /// Seconds between samples of each stack's outstanding bytes.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    interval: Duration,
+    /// Only allocations at least this many seconds old count as outstanding.
+    #[arg(long, default_value = "0", value_parser = parse_non_negative_seconds)]
+    min_age: Duration,
+    /// Number of stacks in the report.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Record allocations with probability 1-exp(-size/BYTES) and scale them up (0 records
+    /// every allocation).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_SAMPLE_RATE))]
+    sample_rate: u64,
+    /// Report format.
+    #[arg(long, default_value = "text")]
+    format: OutputFormat,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Capacity of the outstanding-allocations map.
+    #[arg(long, default_value_t = MapLimits::default().allocations)]
+    max_allocations: u32,
+    /// Capacity of the stacks map.
+    #[arg(long, default_value_t = MapLimits::default().stacks)]
+    max_stacks: u32,
+    /// Command to start and trace from its first allocation.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
+}
+
+fn parse_non_negative_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("`{text}` is not a non-negative number of seconds"))
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let duration = parse_non_negative_seconds(text)?;
+    if duration.is_zero() {
+        return Err("must be more than 0 seconds".to_owned());
+    }
+    Ok(duration)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::new()
+        .filter_level(cli.log_level)
+        .parse_env("RUST_LOG")
+        .format_timestamp_millis()
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("leakmon: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Trace(args) => run_trace(args),
+        Command::ProbeCost(args) => run_probe_cost(args),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn run_probe_cost(args: ProbeCostArgs) -> anyhow::Result<()> {
+    let placement = match args.at {
+        ProbeCostPlacement::Entry => EmptyPlacement::Entry,
+        ProbeCostPlacement::Chosen => EmptyPlacement::Chosen,
+    };
+    let status = runtime()?.block_on(trace::run_with_empty_probes(&args.command, placement))?;
+    if status != ExitStatus::Code(0) {
+        bail!("the command failed ({status})");
+    }
+    Ok(())
+}
+
+fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
+    let target = match (args.pid, args.command.is_empty()) {
+        (Some(pid), true) => Target::Pid(pid),
+        (None, false) => Target::Command(args.command),
+        _ => bail!("give either --pid PID or -- COMMAND, not both"),
+    };
+    if args.interval > args.duration {
+        bail!("--interval must not exceed --duration");
+    }
+    if args.duration.as_secs_f64() / args.interval.as_secs_f64() > 100_000.0 {
+        bail!("--duration / --interval must be at most 100000 samples");
+    }
+    // Open the output first: an unwritable path fails before anything is traced.
+    let mut output: Box<dyn std::io::Write> = match &args.output {
+        Some(path) => Box::new(
+            File::create(path)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?,
+        ),
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let options = TraceOptions {
+        target,
+        duration: args.duration,
+        interval: args.interval,
+        min_age: args.min_age,
+        top: args.top,
+        sample_rate: args.sample_rate,
+        limits: MapLimits {
+            allocations: args.max_allocations,
+            stacks: args.max_stacks,
+        },
+    };
+    let report = runtime()?.block_on(async {
+        let interrupted = async {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(|err| log::warn!("cannot watch SIGTERM: {err}"))
+                .ok();
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = async { match terminate.as_mut() { Some(signal) => { signal.recv().await; } None => std::future::pending().await } } => {}
+            }
+        };
+        trace::trace(options, interrupted).await
+    })?;
+    let bytes = report::encode(&report, args.format, args.top).context("encoding the report")?;
+    output
+        .write_all(&bytes)
+        .and_then(|()| output.flush())
+        .context("writing the report")?;
+    Ok(())
+}

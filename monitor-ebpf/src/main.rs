@@ -10,6 +10,7 @@
 //!   processes, sent to user space (which keeps the interval bookkeeping partial unmaps need).
 //! * `sched_process_exit` / `sched_process_exec`: stop tracing a process that exits and tell user
 //!   space, which then releases the process's state, so a reused pid never inherits it.
+//! * `empty_enter` / `empty_exit`: do nothing; the probe-cost benchmark attaches them.
 //!
 //! Every record that cannot be kept is counted in the per-CPU `STATS` array.
 #![no_std]
@@ -41,12 +42,14 @@ use aya_ebpf::{
 };
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, Event, EventKind, InFlight, MAX_FRAMES, SAMPLE_BUCKET_SCALE,
-    SAMPLE_BUCKETS, SampleBucket, STAT_COUNT, StackKey, StackStats, StackTrace, Stat,
-    SyscallArgs, TargetConfig, WEIGHT_ONE,
+    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
+    TargetConfig, WEIGHT_ONE,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
 const MAP_ANONYMOUS: u64 = 0x20;
+/// `PROT_EXEC` from `<sys/mman.h>`.
+const PROT_EXEC: u64 = 0x4;
 /// Offset of the first argument in a `syscalls:sys_enter_*` record (and of `ret` in `sys_exit_*`).
 const SYSCALL_ARG0: usize = 16;
 /// Offset of `group_dead` in `sched:sched_process_exit`.
@@ -154,12 +157,19 @@ fn stats_add(key: &StackKey, bytes: u64, weight: u64) -> bool {
 
 #[inline(always)]
 fn stats_sub(tgid: u32, info: &AllocInfo) {
-    let key = StackKey { tgid, pad: 0, stack_id: info.stack_id };
+    let key = StackKey {
+        tgid,
+        pad: 0,
+        stack_id: info.stack_id,
+    };
     if let Some(stats) = STACK_STATS.get_ptr_mut(&key) {
         // SAFETY: as in `stats_add`.
         unsafe {
             atomic_add(&raw mut (*stats).bytes, info.weighted_bytes.wrapping_neg());
-            atomic_add(&raw mut (*stats).count, u64::from(info.weight).wrapping_neg());
+            atomic_add(
+                &raw mut (*stats).count,
+                u64::from(info.weight).wrapping_neg(),
+            );
         }
     }
 }
@@ -236,15 +246,31 @@ fn weigh(size: u64, weight: u32) -> u64 {
 
 /// Records a new allocation and adds it to its stack's totals.
 #[inline(always)]
-fn record_alloc<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u64, weight: u32, kind: u32) {
+fn record_alloc<C: aya_ebpf::EbpfContext>(
+    ctx: &C,
+    tgid: u32,
+    addr: u64,
+    size: u64,
+    weight: u32,
+    kind: u32,
+) {
     let weighted_bytes = weigh(size, weight);
-    let mut key = StackKey { tgid, pad: 0, stack_id: 0 };
+    let mut key = StackKey {
+        tgid,
+        pad: 0,
+        stack_id: 0,
+    };
     if let Some((id, trace)) = capture_stack(ctx, 0) {
         key.stack_id = id;
         if !stats_add(&key, weighted_bytes, u64::from(weight)) {
             if intern_stack(&key, trace) {
-                let fresh = StackStats { bytes: weighted_bytes, count: u64::from(weight) };
-                if STACK_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST)).is_err()
+                let fresh = StackStats {
+                    bytes: weighted_bytes,
+                    count: u64::from(weight),
+                };
+                if STACK_STATS
+                    .insert(&key, &fresh, u64::from(BPF_NOEXIST))
+                    .is_err()
                     && !stats_add(&key, weighted_bytes, u64::from(weight))
                 {
                     count(Stat::DroppedStacksFull);
@@ -257,8 +283,14 @@ fn record_alloc<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u
         }
     }
     if key.stack_id == 0 && !stats_add(&key, weighted_bytes, u64::from(weight)) {
-        let fresh = StackStats { bytes: weighted_bytes, count: u64::from(weight) };
-        if STACK_STATS.insert(&key, &fresh, u64::from(BPF_NOEXIST)).is_err() {
+        let fresh = StackStats {
+            bytes: weighted_bytes,
+            count: u64::from(weight),
+        };
+        if STACK_STATS
+            .insert(&key, &fresh, u64::from(BPF_NOEXIST))
+            .is_err()
+        {
             stats_add(&key, weighted_bytes, u64::from(weight));
         }
     }
@@ -277,7 +309,10 @@ fn record_alloc<C: aya_ebpf::EbpfContext>(ctx: &C, tgid: u32, addr: u64, size: u
         weight,
         kind,
     };
-    if ALLOCS.insert(&alloc_key, &info, u64::from(BPF_ANY)).is_err() {
+    if ALLOCS
+        .insert(&alloc_key, &info, u64::from(BPF_ANY))
+        .is_err()
+    {
         count(Stat::DroppedAllocsFull);
         stats_sub(tgid, &info);
         return;
@@ -332,9 +367,19 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         old_addr,
         weight,
         old_valid: 0,
-        old: AllocInfo { size: 0, weighted_bytes: 0, timestamp_ns: 0, stack_id: 0, weight: 0, kind: 0 },
+        old: AllocInfo {
+            size: 0,
+            weighted_bytes: 0,
+            timestamp_ns: 0,
+            stack_id: 0,
+            weight: 0,
+            kind: 0,
+        },
     };
-    if INFLIGHT.insert(&pid_tgid, &record, u64::from(BPF_ANY)).is_err() {
+    if INFLIGHT
+        .insert(&pid_tgid, &record, u64::from(BPF_ANY))
+        .is_err()
+    {
         count(Stat::DroppedInflightFull);
         return 0;
     }
@@ -387,10 +432,22 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     if addr == 0 {
         // A failed realloc leaves the old block allocated; realloc(p, 0) freed it.
         if record.old_valid != 0 && record.size != 0 {
-            let key = AllocKey { tgid, pad: 0, addr: record.old_addr };
-            let stack = StackKey { tgid, pad: 0, stack_id: record.old.stack_id };
+            let key = AllocKey {
+                tgid,
+                pad: 0,
+                addr: record.old_addr,
+            };
+            let stack = StackKey {
+                tgid,
+                pad: 0,
+                stack_id: record.old.stack_id,
+            };
             if ALLOCS.insert(&key, &record.old, u64::from(BPF_ANY)).is_ok() {
-                stats_add(&stack, record.old.weighted_bytes, u64::from(record.old.weight));
+                stats_add(
+                    &stack,
+                    record.old.weighted_bytes,
+                    u64::from(record.old.weight),
+                );
             } else {
                 count(Stat::DroppedAllocsFull);
             }
@@ -441,7 +498,7 @@ fn user_return_address() -> u64 {
 
 /// Remembers a memory-mapping call of a traced process until it returns.
 #[inline(always)]
-fn syscall_enter(ctx: &TracePointContext, kind: EventKind, with_stack: bool) -> Option<()> {
+fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool) -> Option<()> {
     let (pid_tgid, tgid) = current();
     target(tgid)?;
     if kind != EventKind::Munmap && INFLIGHT.get_ptr(&pid_tgid).is_some() {
@@ -451,14 +508,24 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, with_stack: bool) -> 
     }
     // SAFETY: offsets from the tracepoints' format files, within the record.
     let arg = |n: usize| unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * n) }.unwrap_or(0);
-    let mut args = SyscallArgs { kind: kind as u32, addr: arg(0), ..SyscallArgs::default() };
+    let mut args = SyscallArgs {
+        kind: kind as u32,
+        addr: arg(0),
+        ..SyscallArgs::default()
+    };
     match kind {
         EventKind::Mmap => {
             args.len = arg(1);
             args.prot = arg(2) as u32;
             args.flags = arg(3);
             if args.flags & MAP_ANONYMOUS == 0 {
-                return None;
+                // File mappings are not allocations, but an executable one is code being loaded
+                // (dlopen): user space records it while the mapping is alive, so frames in a
+                // library unloaded later still symbolize.
+                if u64::from(args.prot) & PROT_EXEC == 0 {
+                    return None;
+                }
+                with_stack = false;
             }
         }
         EventKind::Munmap => args.len = arg(1),
@@ -471,7 +538,11 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, with_stack: bool) -> 
     }
     if with_stack {
         if let Some((id, trace)) = capture_stack(ctx, user_return_address()) {
-            let key = StackKey { tgid, pad: 0, stack_id: id };
+            let key = StackKey {
+                tgid,
+                pad: 0,
+                stack_id: id,
+            };
             if intern_stack(&key, trace) {
                 args.stack_id = id;
             } else {
@@ -479,7 +550,10 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, with_stack: bool) -> 
             }
         }
     }
-    if SYSCALLS.insert(&pid_tgid, &args, u64::from(BPF_ANY)).is_err() {
+    if SYSCALLS
+        .insert(&pid_tgid, &args, u64::from(BPF_ANY))
+        .is_err()
+    {
         count(Stat::DroppedInflightFull);
     }
     Some(())
@@ -593,7 +667,12 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     let _ = TARGETS.remove(&tgid);
     // SAFETY: plain helper call.
     let timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    emit(&Event { kind: EventKind::Exit as u32, tgid, timestamp_ns, ..Event::default() });
+    emit(&Event {
+        kind: EventKind::Exit as u32,
+        tgid,
+        timestamp_ns,
+        ..Event::default()
+    });
     0
 }
 
@@ -605,7 +684,25 @@ pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     }
     // SAFETY: plain helper call.
     let timestamp_ns = unsafe { bpf_ktime_get_ns() };
-    emit(&Event { kind: EventKind::Exec as u32, tgid, timestamp_ns, ..Event::default() });
+    emit(&Event {
+        kind: EventKind::Exec as u32,
+        tgid,
+        timestamp_ns,
+        ..Event::default()
+    });
+    0
+}
+
+/// An empty entry probe: `leakmon bench-probes` attaches it where the allocator probes would go
+/// to measure what the breakpoint alone costs.
+#[uprobe]
+pub fn empty_enter(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+/// The empty return probe beside [`empty_enter`].
+#[uretprobe]
+pub fn empty_exit(_ctx: RetProbeContext) -> u32 {
     0
 }
 

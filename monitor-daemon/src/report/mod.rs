@@ -5,9 +5,100 @@
 //! `profile.proto`. The JSON form is the serde encoding of [`Report`] and is a contract: other
 //! tools and the end-to-end tests read it.
 
+pub mod folded;
+pub mod pprof;
+pub mod text;
+
 use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use self::folded::render_folded;
+use self::pprof::{PprofError, encode_pprof};
+use self::text::render_text;
+
+/// The formats a [`Report`] can be written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// A summary for a terminal (see [`text`]).
+    Text,
+    /// The JSON contract, pretty-printed.
+    Json,
+    /// Folded stacks for flame graphs (see [`folded`]).
+    Folded,
+    /// A gzipped pprof profile (see [`pprof`]).
+    Pprof,
+}
+
+impl OutputFormat {
+    /// Every format, in the order they are listed to users.
+    pub const ALL: [OutputFormat; 4] = [
+        OutputFormat::Text,
+        OutputFormat::Json,
+        OutputFormat::Folded,
+        OutputFormat::Pprof,
+    ];
+
+    /// The lowercase name of the format, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputFormat::Text => "text",
+            OutputFormat::Json => "json",
+            OutputFormat::Folded => "folded",
+            OutputFormat::Pprof => "pprof",
+        }
+    }
+}
+
+impl fmt::Display for OutputFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not one of the [`OutputFormat`]s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown report format `{0}` (expected text, json, folded or pprof)")]
+pub struct UnknownFormat(pub String);
+
+impl FromStr for OutputFormat {
+    type Err = UnknownFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        OutputFormat::ALL
+            .into_iter()
+            .find(|format| format.name() == s)
+            .ok_or_else(|| UnknownFormat(s.to_owned()))
+    }
+}
+
+/// Why a report could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// JSON serialization failed.
+    #[error("cannot encode the report as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// pprof encoding failed.
+    #[error(transparent)]
+    Pprof(#[from] PprofError),
+}
+
+/// Encodes `report` in `format`; `top` bounds the stacks of the text format, the others hold
+/// every stack.
+pub fn encode(report: &Report, format: OutputFormat, top: usize) -> Result<Vec<u8>, EncodeError> {
+    Ok(match format {
+        OutputFormat::Text => render_text(report, top).into_bytes(),
+        OutputFormat::Json => {
+            let mut json = serde_json::to_vec_pretty(report)?;
+            json.push(b'\n');
+            json
+        }
+        OutputFormat::Folded => render_folded(report).into_bytes(),
+        OutputFormat::Pprof => encode_pprof(report)?,
+    })
+}
 
 /// What a trace of one process found.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,4 +193,70 @@ pub struct Frame {
     /// True for a function inlined into the next frame.
     #[serde(default)]
     pub inlined: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report() -> Report {
+        Report {
+            pid: 9,
+            comm: "app".to_owned(),
+            duration_seconds: 2.0,
+            interval_seconds: 1.0,
+            sample_rate: 0,
+            min_age_seconds: 0.0,
+            partial: false,
+            notes: Vec::new(),
+            probes: Vec::new(),
+            totals: Totals::default(),
+            dropped: BTreeMap::new(),
+            events: BTreeMap::new(),
+            stacks: vec![StackReport {
+                bytes: 100,
+                allocations: 2,
+                growth_bytes_per_second: 5.0,
+                oldest_age_seconds: 1.0,
+                leaking: true,
+                frames: vec![Frame {
+                    address: 0x10,
+                    symbol: Some("f".to_owned()),
+                    module: None,
+                    file: None,
+                    line: None,
+                    inlined: false,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for format in OutputFormat::ALL {
+            assert_eq!(format.to_string().parse::<OutputFormat>(), Ok(format));
+        }
+        assert_eq!("pprof".parse(), Ok(OutputFormat::Pprof));
+        assert_eq!(
+            "JSON".parse::<OutputFormat>(),
+            Err(UnknownFormat("JSON".to_owned()))
+        );
+    }
+
+    #[test]
+    fn encode_each_format() {
+        let report = report();
+        let json = encode(&report, OutputFormat::Json, 10).unwrap();
+        let back: Report = serde_json::from_slice(&json).unwrap();
+        assert_eq!(back, report);
+        assert!(json.starts_with(b"{\n  \"pid\": 9,"));
+        assert_eq!(
+            encode(&report, OutputFormat::Folded, 0).unwrap(),
+            b"f 100\n"
+        );
+        let text = String::from_utf8(encode(&report, OutputFormat::Text, 1).unwrap()).unwrap();
+        assert!(text.contains("#1 LEAKING"));
+        let pprof = encode(&report, OutputFormat::Pprof, 0).unwrap();
+        assert_eq!(pprof::decode_pprof(&pprof).unwrap().sample.len(), 1);
+    }
 }

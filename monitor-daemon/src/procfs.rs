@@ -1,0 +1,599 @@
+//! Reading `/proc`: memory maps, command name, memory status, open descriptors, start time,
+//! cgroup and systemd unit of a process, and the list of processes.
+//!
+//! Every reader has a pure parser taking the file's text (`parse_*`), so the formats are tested
+//! on literal samples. A process that exits while it is being read gives [`ProcError::Gone`].
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+/// A process id as the kernel of our PID namespace numbers it.
+pub type Pid = u32;
+
+/// Why something could not be read from `/proc`.
+#[derive(Debug, Error)]
+pub enum ProcError {
+    /// The process does not exist (any more).
+    #[error("process {pid} is gone")]
+    Gone {
+        /// The process.
+        pid: Pid,
+    },
+    /// We may not read the file.
+    #[error("permission denied reading {}", .path.display())]
+    PermissionDenied {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file's contents are not what the kernel documents.
+    #[error("cannot parse {} line {line}: {reason}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The line, counted from 1.
+        line: usize,
+        /// What was wrong with it.
+        reason: String,
+    },
+    /// Any other I/O error.
+    #[error("reading {}: {source}", .path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+}
+
+/// A malformed line in the text given to a `parse_*` function.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("line {line}: {reason}")]
+pub struct ParseError {
+    /// The line, counted from 1.
+    pub line: usize,
+    /// What was wrong with it.
+    pub reason: String,
+}
+
+impl ParseError {
+    fn new(line: usize, reason: impl Into<String>) -> Self {
+        ParseError {
+            line,
+            reason: reason.into(),
+        }
+    }
+
+    fn at(self, path: &Path) -> ProcError {
+        ProcError::Parse {
+            path: path.to_path_buf(),
+            line: self.line,
+            reason: self.reason,
+        }
+    }
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapEntry {
+    /// First address of the mapping.
+    pub start: u64,
+    /// Address just past the mapping.
+    pub end: u64,
+    /// Mapped readable.
+    pub readable: bool,
+    /// Mapped writable.
+    pub writable: bool,
+    /// Mapped executable.
+    pub executable: bool,
+    /// Mapped shared (`s`) rather than private copy-on-write (`p`).
+    pub shared: bool,
+    /// Offset of `start` in the mapped file.
+    pub offset: u64,
+    /// Major number of the device holding the file.
+    pub dev_major: u32,
+    /// Minor number of the device holding the file.
+    pub dev_minor: u32,
+    /// Inode of the file; 0 for anonymous and pseudo mappings.
+    pub inode: u64,
+    /// The file's path as the process sees it (without a ` (deleted)` suffix), or a pseudo path
+    /// such as `[heap]` or `[vdso]`; `None` for an anonymous mapping.
+    pub path: Option<String>,
+    /// The file was deleted (or replaced) since it was mapped.
+    pub deleted: bool,
+}
+
+impl MapEntry {
+    /// Whether the mapping is backed by a file (rather than anonymous or a pseudo path).
+    pub fn is_file(&self) -> bool {
+        self.inode != 0 && self.path.as_deref().is_some_and(|p| p.starts_with('/'))
+    }
+}
+
+/// Memory figures and thread count from `/proc/PID/status`. The memory figures are 0 when the
+/// process has no address space (a kernel thread or a zombie).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Status {
+    /// Resident set size, bytes (`VmRSS`).
+    pub vm_rss: u64,
+    /// Virtual size, bytes (`VmSize`).
+    pub vm_size: u64,
+    /// Resident anonymous memory, bytes (`RssAnon`).
+    pub rss_anon: u64,
+    /// Resident file-backed memory, bytes (`RssFile`).
+    pub rss_file: u64,
+    /// Swapped-out anonymous memory, bytes (`VmSwap`).
+    pub vm_swap: u64,
+    /// Number of threads (`Threads`).
+    pub threads: u64,
+}
+
+const DELETED_SUFFIX: &str = " (deleted)";
+
+fn proc_path(pid: Pid, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/{name}"))
+}
+
+fn classify(pid: Pid, path: &Path, err: io::Error) -> ProcError {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ESRCH) => ProcError::Gone { pid },
+        Some(libc::EACCES) | Some(libc::EPERM) => ProcError::PermissionDenied {
+            path: path.to_path_buf(),
+        },
+        _ => ProcError::Io {
+            path: path.to_path_buf(),
+            source: err,
+        },
+    }
+}
+
+fn read_text(pid: Pid, name: &str) -> Result<(PathBuf, String), ProcError> {
+    let path = proc_path(pid, name);
+    match fs::read(&path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            Ok((path, text))
+        }
+        Err(err) => Err(classify(pid, &path, err)),
+    }
+}
+
+/// Reads `/proc/PID/maps`.
+pub fn read_maps(pid: Pid) -> Result<Vec<MapEntry>, ProcError> {
+    let (path, text) = read_text(pid, "maps")?;
+    parse_maps(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads `/proc/PID/comm`, without the trailing newline.
+pub fn read_comm(pid: Pid) -> Result<String, ProcError> {
+    let (_, text) = read_text(pid, "comm")?;
+    Ok(parse_comm(&text))
+}
+
+/// Reads `/proc/PID/status`.
+pub fn read_status(pid: Pid) -> Result<Status, ProcError> {
+    let (path, text) = read_text(pid, "status")?;
+    parse_status(&text).map_err(|e| e.at(&path))
+}
+
+/// Counts the open file descriptors of the process (entries of `/proc/PID/fd`).
+pub fn count_fds(pid: Pid) -> Result<usize, ProcError> {
+    let path = proc_path(pid, "fd");
+    let dir = fs::read_dir(&path).map_err(|e| classify(pid, &path, e))?;
+    let mut count = 0;
+    for entry in dir {
+        entry.map_err(|e| classify(pid, &path, e))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Reads the start time of the process, in clock ticks since boot (field 22 of
+/// `/proc/PID/stat`). With the pid, it identifies a process across pid reuse.
+pub fn start_time_ticks(pid: Pid) -> Result<u64, ProcError> {
+    let (path, text) = read_text(pid, "stat")?;
+    parse_stat_start_time(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads the process's cgroup in the unified (v2) hierarchy, e.g.
+/// `/system.slice/nginx.service`; `None` when the host has no unified hierarchy.
+pub fn cgroup_path(pid: Pid) -> Result<Option<String>, ProcError> {
+    let (_, text) = read_text(pid, "cgroup")?;
+    Ok(parse_cgroup(&text))
+}
+
+/// Lists the processes (the numeric entries of `/proc`), in increasing order.
+pub fn list_pids() -> Result<Vec<Pid>, ProcError> {
+    let path = Path::new("/proc");
+    let io_err = |source| ProcError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut pids = Vec::new();
+    for entry in fs::read_dir(path).map_err(io_err)? {
+        let entry = entry.map_err(io_err)?;
+        if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    Ok(pids)
+}
+
+/// The systemd unit a cgroup belongs to: the last component of the path naming a unit that can
+/// hold processes (`.service`, `.scope`, `.socket`, `.mount`, `.swap`). Slices are not units
+/// processes run in, so `/user.slice` gives `None`.
+pub fn systemd_unit(cgroup: &str) -> Option<String> {
+    const SUFFIXES: [&str; 5] = [".service", ".scope", ".socket", ".mount", ".swap"];
+    cgroup
+        .rsplit('/')
+        .find(|c| SUFFIXES.iter().any(|s| c.len() > s.len() && c.ends_with(s)))
+        .map(str::to_owned)
+}
+
+/// Parses the text of `/proc/PID/maps`.
+pub fn parse_maps(text: &str) -> Result<Vec<MapEntry>, ParseError> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| parse_maps_line(l).map_err(|reason| ParseError::new(i + 1, reason)))
+        .collect()
+}
+
+/// Splits off the next space-separated field, skipping leading spaces.
+fn next_field(rest: &mut &str) -> Option<String> {
+    let s = rest.trim_start_matches(' ');
+    if s.is_empty() {
+        return None;
+    }
+    let (field, tail) = s.split_once(' ').unwrap_or((s, ""));
+    *rest = tail;
+    Some(field.to_owned())
+}
+
+fn parse_maps_line(line: &str) -> Result<MapEntry, String> {
+    let mut rest = line;
+    let mut field = |what: &str| next_field(&mut rest).ok_or_else(|| format!("missing {what}"));
+    let range = field("address range")?;
+    let perms = field("permissions")?;
+    let offset = field("offset")?;
+    let dev = field("device")?;
+    let inode = field("inode")?;
+
+    let (start, end) = range
+        .split_once('-')
+        .ok_or_else(|| format!("bad address range {range:?}"))?;
+    let hex =
+        |s: &str, what: &str| u64::from_str_radix(s, 16).map_err(|_| format!("bad {what} {s:?}"));
+    let start = hex(start, "start address")?;
+    let end = hex(end, "end address")?;
+    if end < start {
+        return Err(format!("address range {range:?} ends before it starts"));
+    }
+
+    let p = perms.as_bytes();
+    if p.len() != 4 {
+        return Err(format!("bad permissions {perms:?}"));
+    }
+    let offset = hex(&offset, "offset")?;
+    let (major, minor) = dev
+        .split_once(':')
+        .ok_or_else(|| format!("bad device {dev:?}"))?;
+    let dev_num = |s: &str| u32::from_str_radix(s, 16).map_err(|_| format!("bad device {dev:?}"));
+    let dev_major = dev_num(major)?;
+    let dev_minor = dev_num(minor)?;
+    let inode = inode.parse().map_err(|_| format!("bad inode {inode:?}"))?;
+
+    let raw_path = rest.trim_start_matches(' ');
+    let (path, deleted) = match raw_path.strip_suffix(DELETED_SUFFIX) {
+        Some(p) if raw_path.starts_with('/') => (Some(p.to_owned()), true),
+        _ if raw_path.is_empty() => (None, false),
+        _ => (Some(raw_path.to_owned()), false),
+    };
+
+    Ok(MapEntry {
+        start,
+        end,
+        readable: p[0] == b'r',
+        writable: p[1] == b'w',
+        executable: p[2] == b'x',
+        shared: p[3] == b's',
+        offset,
+        dev_major,
+        dev_minor,
+        inode,
+        path,
+        deleted,
+    })
+}
+
+/// Parses the text of `/proc/PID/comm`.
+pub fn parse_comm(text: &str) -> String {
+    text.strip_suffix('\n').unwrap_or(text).to_owned()
+}
+
+/// Parses the text of `/proc/PID/status`.
+pub fn parse_status(text: &str) -> Result<Status, ParseError> {
+    let mut status = Status::default();
+    let mut saw_threads = false;
+    for (i, line) in text.lines().enumerate() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "VmRSS" => &mut status.vm_rss,
+            "VmSize" => &mut status.vm_size,
+            "RssAnon" => &mut status.rss_anon,
+            "RssFile" => &mut status.rss_file,
+            "VmSwap" => &mut status.vm_swap,
+            "Threads" => {
+                saw_threads = true;
+                &mut status.threads
+            }
+            _ => continue,
+        };
+        let mut words = value.split_whitespace();
+        let number = words
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .ok_or_else(|| ParseError::new(i + 1, format!("bad {key} value {value:?}")))?;
+        *slot = match words.next() {
+            None => number,
+            Some("kB") => number.saturating_mul(1024),
+            Some(unit) => return Err(ParseError::new(i + 1, format!("unknown unit {unit:?}"))),
+        };
+    }
+    if saw_threads {
+        Ok(status)
+    } else {
+        Err(ParseError::new(text.lines().count(), "no Threads line"))
+    }
+}
+
+/// Parses field 22 (start time, in clock ticks since boot) of `/proc/PID/stat`. The command
+/// name (field 2) may hold spaces and parentheses, so the fields are counted from the last `)`.
+pub fn parse_stat_start_time(text: &str) -> Result<u64, ParseError> {
+    let close = text
+        .rfind(')')
+        .ok_or_else(|| ParseError::new(1, "no ')' closing the command name"))?;
+    // After the command name come fields 3 (state) onwards; field 22 is the 20th of them.
+    let field = text[close + 1..]
+        .split_whitespace()
+        .nth(22 - 3)
+        .ok_or_else(|| ParseError::new(1, "fewer than 22 fields"))?;
+    field
+        .parse()
+        .map_err(|_| ParseError::new(1, format!("bad start time {field:?}")))
+}
+
+/// Parses the text of `/proc/PID/cgroup`, giving the path of the unified (`0::`) hierarchy.
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d5c8a4d000-55d5c8a4f000 r--p 00000000 fd:01 1835   /usr/bin/cat
+55d5c8a4f000-55d5c8a54000 r-xp 00002000 fd:01 1835   /usr/bin/cat
+55d5c9f3e000-55d5c9f5f000 rw-p 00000000 00:00 0      [heap]
+7f1e2a000000-7f1e2a021000 rw-s 00000000 00:05 4242   /memfd:shm (deleted)
+7f1e2b000000-7f1e2b100000 r-xp 00010000 103:0a 99    /opt/my lib/libx.so (deleted)
+7f1e2c000000-7f1e2c001000 ---p 00000000 00:00 0 
+7ffd1b9f0000-7ffd1b9f2000 r-xp 00000000 00:00 0      [vdso]
+ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]
+";
+
+    #[test]
+    fn parses_maps() {
+        let maps = parse_maps(MAPS).unwrap();
+        assert_eq!(maps.len(), 8);
+        assert_eq!(
+            maps[1],
+            MapEntry {
+                start: 0x55d5c8a4f000,
+                end: 0x55d5c8a54000,
+                readable: true,
+                writable: false,
+                executable: true,
+                shared: false,
+                offset: 0x2000,
+                dev_major: 0xfd,
+                dev_minor: 1,
+                inode: 1835,
+                path: Some("/usr/bin/cat".into()),
+                deleted: false,
+            }
+        );
+        assert!(maps[1].is_file());
+        assert_eq!(maps[2].path.as_deref(), Some("[heap]"));
+        assert!(!maps[2].is_file());
+        assert!(maps[3].shared && maps[3].deleted);
+        assert_eq!(maps[3].path.as_deref(), Some("/memfd:shm"));
+        assert_eq!(maps[4].path.as_deref(), Some("/opt/my lib/libx.so"));
+        assert!(maps[4].deleted);
+        assert_eq!((maps[4].dev_major, maps[4].dev_minor), (0x103, 0xa));
+        assert_eq!(maps[5].path, None);
+        assert!(!maps[5].readable && !maps[5].executable);
+        assert_eq!(maps[6].path.as_deref(), Some("[vdso]"));
+        assert_eq!(maps[7].start, 0xffffffffff600000);
+    }
+
+    #[test]
+    fn maps_errors_name_the_line() {
+        let text = "1000-2000 r-xp 00000000 00:00 0\nzzzz-2000 r-xp 00000000 00:00 0\n";
+        let err = parse_maps(text).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.reason.contains("start address"), "{err}");
+        assert_eq!(parse_maps("1000-2000 r-xp").unwrap_err().line, 1);
+        assert!(parse_maps("2000-1000 r-xp 0 00:00 0").is_err());
+        assert!(parse_maps("1000-2000 rx 0 00:00 0").is_err());
+        let err = ParseError::new(3, "bad").at(Path::new("/proc/1/maps"));
+        assert_eq!(err.to_string(), "cannot parse /proc/1/maps line 3: bad");
+    }
+
+    const STAT: &str = "4242 (my (odd) ) (prog) S 1 4242 4242 0 -1 4194560 1234 0 0 0 \
+                        10 5 0 0 20 0 3 0 987654 123456789 456 18446744073709551615 1 1 0 0 0 \
+                        0 0 4096 0 0 0 0 17 1 0 0 0 0 0\n";
+
+    #[test]
+    fn parses_start_time_after_odd_comm() {
+        assert_eq!(parse_stat_start_time(STAT), Ok(987654));
+        let plain = "1 (systemd) S 0 1 1 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 42 1 1";
+        assert_eq!(parse_stat_start_time(plain), Ok(42));
+        assert!(parse_stat_start_time("1 (short) S 0 1").is_err());
+        assert!(parse_stat_start_time("no parenthesis").is_err());
+    }
+
+    #[test]
+    fn parses_comm_with_spaces() {
+        assert_eq!(parse_comm("my (odd) ) (prog\n"), "my (odd) ) (prog");
+        assert_eq!(parse_comm("x"), "x");
+    }
+
+    const STATUS: &str = "\
+Name:\tcat
+Umask:\t0022
+State:\tR (running)
+VmPeak:\t    8604 kB
+VmSize:\t    8604 kB
+VmRSS:\t    1024 kB
+RssAnon:\t     100 kB
+RssFile:\t     924 kB
+RssShmem:\t       0 kB
+VmSwap:\t       2 kB
+Threads:\t3
+SigQ:\t0/63422
+";
+
+    #[test]
+    fn parses_status() {
+        let status = parse_status(STATUS).unwrap();
+        assert_eq!(
+            status,
+            Status {
+                vm_rss: 1024 * 1024,
+                vm_size: 8604 * 1024,
+                rss_anon: 100 * 1024,
+                rss_file: 924 * 1024,
+                vm_swap: 2 * 1024,
+                threads: 3,
+            }
+        );
+        let kthread = "Name:\tkthreadd\nState:\tS (sleeping)\nThreads:\t1\n";
+        assert_eq!(
+            parse_status(kthread).unwrap(),
+            Status {
+                threads: 1,
+                ..Status::default()
+            }
+        );
+        assert!(parse_status("Name:\tx\n").is_err());
+        assert_eq!(
+            parse_status("VmRSS:\tlots\nThreads:\t1\n")
+                .unwrap_err()
+                .line,
+            1
+        );
+        assert!(parse_status("VmRSS:\t1 MB\nThreads:\t1\n").is_err());
+    }
+
+    #[test]
+    fn parses_cgroup_and_unit() {
+        let v2 = "0::/system.slice/nginx.service\n";
+        assert_eq!(
+            parse_cgroup(v2).as_deref(),
+            Some("/system.slice/nginx.service")
+        );
+        let hybrid = "12:memory:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/user-1000.slice/session-3.scope\n";
+        assert_eq!(
+            parse_cgroup(hybrid).as_deref(),
+            Some("/user.slice/user-1000.slice/session-3.scope")
+        );
+        assert_eq!(parse_cgroup("4:cpu:/\n"), None);
+
+        assert_eq!(
+            systemd_unit("/system.slice/nginx.service").as_deref(),
+            Some("nginx.service")
+        );
+        assert_eq!(
+            systemd_unit("/system.slice/docker-abc.scope/init").as_deref(),
+            Some("docker-abc.scope")
+        );
+        assert_eq!(
+            systemd_unit("/user.slice/user-1000.slice/user@1000.service/app.slice/app-x.scope")
+                .as_deref(),
+            Some("app-x.scope")
+        );
+        assert_eq!(systemd_unit("/user.slice"), None);
+        assert_eq!(systemd_unit("/"), None);
+        assert_eq!(systemd_unit("/.service"), None);
+    }
+
+    #[test]
+    fn reads_the_live_test_process() {
+        let pid = std::process::id();
+        let maps = read_maps(pid).unwrap();
+        let exe = std::env::current_exe().unwrap();
+        assert!(
+            maps.iter()
+                .any(|m| m.executable && m.path.as_deref() == exe.to_str()),
+            "{exe:?} not mapped executable"
+        );
+        let here = parses_maps as fn() as usize as u64;
+        assert!(maps.iter().any(|m| m.start <= here && here < m.end));
+
+        let comm = read_comm(pid).unwrap();
+        assert!(!comm.is_empty() && !comm.ends_with('\n'));
+
+        let status = read_status(pid).unwrap();
+        assert!(status.vm_rss > 0 && status.vm_size >= status.vm_rss);
+        assert!(status.threads >= 1);
+
+        let file = fs::File::open("/proc/self/status").unwrap();
+        let fds = count_fds(pid).unwrap();
+        drop(file);
+        assert!(fds >= 4, "{fds}");
+
+        let start = start_time_ticks(pid).unwrap();
+        assert!(start > 0);
+        assert_eq!(start_time_ticks(pid).unwrap(), start);
+
+        if let Some(cgroup) = cgroup_path(pid).unwrap() {
+            assert!(cgroup.starts_with('/'), "{cgroup}");
+        }
+
+        let pids = list_pids().unwrap();
+        assert!(pids.contains(&pid) && pids.contains(&1));
+        assert!(pids.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn a_missing_process_is_gone() {
+        // Above the largest pid_max the kernel allows (2^22).
+        let pid = (1 << 22) + 17;
+        for result in [
+            read_maps(pid).map(drop),
+            read_comm(pid).map(drop),
+            read_status(pid).map(drop),
+            count_fds(pid).map(drop),
+            start_time_ticks(pid).map(drop),
+            cgroup_path(pid).map(drop),
+        ] {
+            match result {
+                Err(ProcError::Gone { pid: p }) => assert_eq!(p, pid),
+                other => panic!("expected Gone, got {other:?}"),
+            }
+        }
+        assert_eq!(
+            ProcError::Gone { pid }.to_string(),
+            format!("process {pid} is gone")
+        );
+    }
+}

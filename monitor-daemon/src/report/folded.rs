@@ -1,0 +1,145 @@
+//! The folded-stack rendering of a [`Report`] (Brendan Gregg's format, read by `flamegraph.pl`,
+//! inferno and speedscope): one line per stack, frames outermost first joined by `;`, a space,
+//! and the stack's outstanding bytes.
+
+use super::text::basename;
+use super::{Frame, Report};
+
+/// Renders every stack of `report` holding outstanding bytes as one folded line, in the order of
+/// the report.
+pub fn render_folded(report: &Report) -> String {
+    let mut out = String::new();
+    for stack in report.stacks.iter().filter(|s| s.bytes > 0) {
+        if stack.frames.is_empty() {
+            out.push_str("[unknown]");
+        }
+        for (i, frame) in stack.frames.iter().rev().enumerate() {
+            if i > 0 {
+                out.push(';');
+            }
+            out.push_str(&sanitize(&frame_name(frame)));
+        }
+        out.push(' ');
+        out.push_str(&stack.bytes.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The symbol, else `0x{address} (module)`, else `[unknown]`.
+fn frame_name(frame: &Frame) -> String {
+    match (&frame.symbol, &frame.module) {
+        (Some(symbol), _) => symbol.clone(),
+        (None, Some(module)) => format!("{:#x} ({})", frame.address, basename(module)),
+        (None, None) => "[unknown]".to_owned(),
+    }
+}
+
+/// Replaces what would break the format: `;` (the frame separator) by `:`, line breaks by
+/// spaces.
+fn sanitize(name: &str) -> String {
+    name.chars()
+        .map(|c| match c {
+            ';' => ':',
+            '\n' | '\r' => ' ',
+            other => other,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::{StackReport, Totals};
+
+    fn frame(address: u64, symbol: Option<&str>, module: Option<&str>) -> Frame {
+        Frame {
+            address,
+            symbol: symbol.map(str::to_owned),
+            module: module.map(str::to_owned),
+            file: None,
+            line: None,
+            inlined: false,
+        }
+    }
+
+    fn report(stacks: Vec<(u64, Vec<Frame>)>) -> Report {
+        Report {
+            pid: 1,
+            comm: "app".to_owned(),
+            duration_seconds: 10.0,
+            interval_seconds: 1.0,
+            sample_rate: 0,
+            min_age_seconds: 0.0,
+            partial: false,
+            notes: Vec::new(),
+            probes: Vec::new(),
+            totals: Totals::default(),
+            dropped: BTreeMap::new(),
+            events: BTreeMap::new(),
+            stacks: stacks
+                .into_iter()
+                .map(|(bytes, frames)| StackReport {
+                    bytes,
+                    allocations: 1,
+                    growth_bytes_per_second: 0.0,
+                    oldest_age_seconds: 0.0,
+                    leaking: false,
+                    frames,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn outermost_first_with_bytes() {
+        let r = report(vec![
+            (
+                4096,
+                vec![
+                    frame(0x10, Some("leaf"), Some("/usr/bin/app")),
+                    frame(0x20, Some("middle"), Some("/usr/bin/app")),
+                    frame(0x30, Some("main"), Some("/usr/bin/app")),
+                ],
+            ),
+            (100, vec![frame(0x40, Some("other"), None)]),
+        ]);
+        assert_eq!(render_folded(&r), "main;middle;leaf 4096\nother 100\n");
+    }
+
+    #[test]
+    fn unknown_frames() {
+        let r = report(vec![(
+            8,
+            vec![
+                frame(0xdead_beef, None, Some("/lib/x86_64-linux-gnu/libc.so.6")),
+                frame(0x1234, None, None),
+            ],
+        )]);
+        assert_eq!(render_folded(&r), "[unknown];0xdeadbeef (libc.so.6) 8\n");
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        let r = report(vec![(
+            1,
+            vec![
+                frame(1, Some("a;b\nc\r"), None),
+                frame(2, Some("outer fn"), None),
+            ],
+        )]);
+        assert_eq!(render_folded(&r), "outer fn;a:b c  1\n");
+    }
+
+    #[test]
+    fn empty_stacks_are_skipped_and_frameless_ones_unknown() {
+        let r = report(vec![
+            (0, vec![frame(1, Some("freed"), None)]),
+            (5, Vec::new()),
+        ]);
+        assert_eq!(render_folded(&r), "[unknown] 5\n");
+        assert_eq!(render_folded(&report(Vec::new())), "");
+    }
+}

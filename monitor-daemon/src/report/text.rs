@@ -1,0 +1,362 @@
+//! The terminal rendering of a [`Report`]: a header, then the fastest-growing stacks with their
+//! frames, and the human units (KiB, MiB, ...) it is written in.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{Frame, Report, StackReport};
+
+/// Renders `report` for a terminal: the header, then at most `top` stacks, leaking ones first,
+/// each group by growth rate, fastest first.
+pub fn render_text(report: &Report, top: usize) -> String {
+    let mut out = String::new();
+    write_header(&mut out, report);
+
+    let mut stacks: Vec<&StackReport> = report.stacks.iter().collect();
+    stacks.sort_by(|a, b| {
+        b.leaking
+            .cmp(&a.leaking)
+            .then(
+                b.growth_bytes_per_second
+                    .total_cmp(&a.growth_bytes_per_second),
+            )
+            .then(b.bytes.cmp(&a.bytes))
+    });
+    let leaking = stacks.iter().filter(|s| s.leaking).count();
+    let shown = stacks.len().min(top);
+    let _ = writeln!(
+        out,
+        "stacks: {} holding memory, {leaking} leaking; showing {shown}",
+        stacks.len()
+    );
+    for (rank, stack) in stacks.iter().take(top).enumerate() {
+        out.push('\n');
+        write_stack(&mut out, rank + 1, stack);
+    }
+    out
+}
+
+fn write_header(out: &mut String, report: &Report) {
+    let _ = writeln!(
+        out,
+        "leakmon report for pid {} ({})",
+        report.pid, report.comm
+    );
+    let sampling = if report.sample_rate == 0 {
+        "every allocation recorded".to_owned()
+    } else {
+        format!(
+            "one sample per {} allocated",
+            human_bytes(report.sample_rate)
+        )
+    };
+    let _ = writeln!(
+        out,
+        "window {}, sampled every {}, {sampling}, minimum age {}",
+        human_seconds(report.duration_seconds),
+        human_seconds(report.interval_seconds),
+        human_seconds(report.min_age_seconds),
+    );
+    let _ = writeln!(
+        out,
+        "outstanding: {} in {} allocations",
+        human_bytes(report.totals.outstanding_bytes),
+        report.totals.outstanding_allocations
+    );
+    if report.partial {
+        let _ = writeln!(
+            out,
+            "PARTIAL: data was lost or the window was cut short; figures are lower bounds"
+        );
+    }
+    for note in &report.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    let dropped: Vec<String> = report
+        .dropped
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(name, count)| format!("{name}={count}"))
+        .collect();
+    if !dropped.is_empty() {
+        let _ = writeln!(out, "dropped: {}", dropped.join(", "));
+    }
+}
+
+fn write_stack(out: &mut String, rank: usize, stack: &StackReport) {
+    let marker = if stack.leaking {
+        "LEAKING"
+    } else {
+        "not leaking"
+    };
+    let _ = writeln!(
+        out,
+        "#{rank} {marker}: growth {}, outstanding {} in {} allocations, oldest {}",
+        human_rate(stack.growth_bytes_per_second),
+        human_bytes(stack.bytes),
+        stack.allocations,
+        human_seconds(stack.oldest_age_seconds),
+    );
+    if stack.frames.is_empty() {
+        let _ = writeln!(out, "    [no frames]");
+    }
+    for frame in &stack.frames {
+        let _ = writeln!(out, "    {}", frame_line(frame));
+    }
+}
+
+/// One frame as `symbol (file:line) [module]`, or `0x... [module]` without a symbol; inlined
+/// frames start with `(inlined)`.
+fn frame_line(frame: &Frame) -> String {
+    let mut line = String::new();
+    if frame.inlined {
+        line.push_str("(inlined) ");
+    }
+    match &frame.symbol {
+        Some(symbol) => {
+            line.push_str(symbol);
+            match (&frame.file, frame.line) {
+                (Some(file), Some(number)) => {
+                    let _ = write!(line, " ({file}:{number})");
+                }
+                (Some(file), None) => {
+                    let _ = write!(line, " ({file})");
+                }
+                (None, _) => {}
+            }
+        }
+        None => {
+            let _ = write!(line, "{:#x}", frame.address);
+        }
+    }
+    if let Some(module) = &frame.module {
+        let _ = write!(line, " [{}]", basename(module));
+    }
+    line
+}
+
+/// The last component of `path`, or `path` itself when it has none.
+pub(crate) fn basename(path: &str) -> &str {
+    Path::new(path)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or(path)
+}
+
+const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+
+/// `bytes` in binary units: `512 B`, `1.5 KiB`, `3.0 MiB`, ...
+pub fn human_bytes(bytes: u64) -> String {
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    scaled(bytes as f64)
+}
+
+/// A growth rate in binary units per second with its sign: `+1.5 KiB/s`, `-200.0 B/s`, `0 B/s`.
+pub fn human_rate(bytes_per_second: f64) -> String {
+    if !bytes_per_second.is_finite() {
+        return "unknown".to_owned();
+    }
+    if bytes_per_second == 0.0 {
+        return "0 B/s".to_owned();
+    }
+    let sign = if bytes_per_second > 0.0 { '+' } else { '-' };
+    let magnitude = bytes_per_second.abs();
+    let amount = if magnitude < 1024.0 {
+        format!("{magnitude:.1} B")
+    } else {
+        scaled(magnitude)
+    };
+    format!("{sign}{amount}/s")
+}
+
+/// `bytes` (at least 1024) with one decimal in the largest unit it reaches.
+fn scaled(bytes: f64) -> String {
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// Seconds with one decimal.
+fn human_seconds(seconds: f64) -> String {
+    format!("{seconds:.1} s")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::Totals;
+
+    fn frame(address: u64, symbol: Option<&str>, module: Option<&str>) -> Frame {
+        Frame {
+            address,
+            symbol: symbol.map(str::to_owned),
+            module: module.map(str::to_owned),
+            file: None,
+            line: None,
+            inlined: false,
+        }
+    }
+
+    fn stack(bytes: u64, growth: f64, leaking: bool, frames: Vec<Frame>) -> StackReport {
+        StackReport {
+            bytes,
+            allocations: bytes / 64,
+            growth_bytes_per_second: growth,
+            oldest_age_seconds: 42.3,
+            leaking,
+            frames,
+        }
+    }
+
+    fn report() -> Report {
+        let mut dropped = BTreeMap::new();
+        dropped.insert("map_full".to_owned(), 3);
+        dropped.insert("stack_failed".to_owned(), 0);
+        let mut inlined = frame(0x1010, Some("grow_buffer"), Some("/usr/bin/app"));
+        inlined.inlined = true;
+        inlined.file = Some("src/buffer.c".to_owned());
+        inlined.line = Some(88);
+        let mut caller = frame(0x1010, Some("handle_request"), Some("/usr/bin/app"));
+        caller.file = Some("src/server.c".to_owned());
+        caller.line = Some(120);
+        Report {
+            pid: 4242,
+            comm: "app".to_owned(),
+            duration_seconds: 60.0,
+            interval_seconds: 5.0,
+            sample_rate: 4096,
+            min_age_seconds: 10.0,
+            partial: true,
+            notes: vec!["the process exited".to_owned()],
+            probes: Vec::new(),
+            totals: Totals {
+                outstanding_bytes: 3 * 1024 * 1024,
+                outstanding_allocations: 7000,
+            },
+            dropped,
+            events: BTreeMap::new(),
+            stacks: vec![
+                stack(2 * 1024 * 1024, 10.0, false, vec![frame(0x5, None, None)]),
+                stack(
+                    512 * 1024,
+                    1536.0,
+                    true,
+                    vec![
+                        inlined,
+                        caller,
+                        frame(
+                            0x7f00_0000_2000,
+                            None,
+                            Some("/lib/x86_64-linux-gnu/libc.so.6"),
+                        ),
+                    ],
+                ),
+                stack(4096, 200_000.0, false, Vec::new()),
+            ],
+        }
+    }
+
+    #[test]
+    fn human_bytes_units() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(1023), "1023 B");
+        assert_eq!(human_bytes(1024), "1.0 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024), "5.0 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+        assert_eq!(human_bytes(u64::MAX), "16.0 EiB");
+    }
+
+    #[test]
+    fn human_rate_units_and_sign() {
+        assert_eq!(human_rate(0.0), "0 B/s");
+        assert_eq!(human_rate(12.34), "+12.3 B/s");
+        assert_eq!(human_rate(-200.0), "-200.0 B/s");
+        assert_eq!(human_rate(1536.0), "+1.5 KiB/s");
+        assert_eq!(human_rate(2.5 * 1024.0 * 1024.0), "+2.5 MiB/s");
+        assert_eq!(human_rate(f64::NAN), "unknown");
+    }
+
+    #[test]
+    fn header_has_the_figures() {
+        let text = render_text(&report(), 10);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "leakmon report for pid 4242 (app)");
+        assert_eq!(
+            lines[1],
+            "window 60.0 s, sampled every 5.0 s, one sample per 4.0 KiB allocated, minimum age 10.0 s"
+        );
+        assert_eq!(lines[2], "outstanding: 3.0 MiB in 7000 allocations");
+        assert!(lines[3].starts_with("PARTIAL"));
+        assert_eq!(lines[4], "note: the process exited");
+        assert_eq!(lines[5], "dropped: map_full=3");
+        assert_eq!(lines[6], "stacks: 3 holding memory, 1 leaking; showing 3");
+    }
+
+    #[test]
+    fn complete_report_has_no_partial_or_dropped_lines() {
+        let mut report = report();
+        report.partial = false;
+        report.dropped.clear();
+        report.notes.clear();
+        report.sample_rate = 0;
+        let text = render_text(&report, 1);
+        assert!(!text.contains("PARTIAL"));
+        assert!(!text.contains("dropped"));
+        assert!(text.contains("every allocation recorded"));
+    }
+
+    #[test]
+    fn stacks_leaking_first_then_by_growth() {
+        let text = render_text(&report(), 10);
+        let headings: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+        assert_eq!(
+            headings,
+            [
+                "#1 LEAKING: growth +1.5 KiB/s, outstanding 512.0 KiB in 8192 allocations, oldest 42.3 s",
+                "#2 not leaking: growth +195.3 KiB/s, outstanding 4.0 KiB in 64 allocations, oldest 42.3 s",
+                "#3 not leaking: growth +10.0 B/s, outstanding 2.0 MiB in 32768 allocations, oldest 42.3 s",
+            ]
+        );
+    }
+
+    #[test]
+    fn frames_one_per_line() {
+        let text = render_text(&report(), 1);
+        let frames: Vec<&str> = text.lines().filter(|l| l.starts_with("    ")).collect();
+        assert_eq!(
+            frames,
+            [
+                "    (inlined) grow_buffer (src/buffer.c:88) [app]",
+                "    handle_request (src/server.c:120) [app]",
+                "    0x7f0000002000 [libc.so.6]",
+            ]
+        );
+        assert!(!text.contains("#2"));
+    }
+
+    #[test]
+    fn unknown_frames_and_empty_stacks() {
+        let text = render_text(&report(), 3);
+        assert!(text.contains("\n    0x5\n"));
+        assert!(text.contains("\n    [no frames]\n"));
+        let mut with_file = frame(0x10, Some("f"), None);
+        with_file.file = Some("a.c".to_owned());
+        assert_eq!(frame_line(&with_file), "f (a.c)");
+    }
+
+    #[test]
+    fn top_zero_shows_only_the_header() {
+        let text = render_text(&report(), 0);
+        assert!(text.ends_with("stacks: 3 holding memory, 1 leaking; showing 0\n"));
+        assert!(!text.contains('#'));
+    }
+}

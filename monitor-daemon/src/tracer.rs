@@ -1,0 +1,564 @@
+//! The kernel side of tracing, seen from user space: loads the embedded eBPF object, attaches
+//! the system-call and scheduler tracepoints once, attaches and detaches the allocator probes of
+//! one process at a time, and reads and clears that process's state in the kernel maps.
+//!
+//! Uprobes are attached per process (`UProbeScope::OneProcess`), so processes that are not
+//! traced never hit a breakpoint. The tracepoints fire for every process but return after one
+//! hash lookup unless the process is in the `TARGETS` map.
+
+use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::Path};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader,
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{
+        ProgramError, TracePoint, UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+use log::{debug, info};
+use monitor_common::{
+    AllocFn, AllocInfo, AllocKey, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT,
+    SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs, TargetConfig, WEIGHT_ONE,
+};
+
+use crate::allocators::AllocatorObject;
+use crate::report::ProbeSite;
+
+/// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
+
+/// Largest accepted `--sample-rate`: keeps `rate * 16` far from overflowing in the kernel.
+pub const MAX_SAMPLE_RATE: u64 = 1 << 40;
+
+/// The tracepoints every tracer attaches: (program, category, event).
+const TRACEPOINTS: [(&str, &str, &str); 10] = [
+    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
+    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
+    ("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
+    ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
+    ("sys_enter_mremap", "syscalls", "sys_enter_mremap"),
+    ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
+    ("sys_enter_brk", "syscalls", "sys_enter_brk"),
+    ("sys_exit_brk", "syscalls", "sys_exit_brk"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("sched_process_exec", "sched", "sched_process_exec"),
+];
+
+/// Why the kernel side could not be set up or used.
+#[derive(Debug, thiserror::Error)]
+pub enum TracerError {
+    /// Not running as root (or without CAP_BPF and CAP_PERFMON).
+    #[error("leakmon needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE) to load eBPF programs")]
+    NotRoot,
+    /// The kernel exposes no BTF, which the programs need.
+    #[error(
+        "this kernel has no BTF ({path} is missing); leakmon needs a kernel built with CONFIG_DEBUG_INFO_BTF"
+    )]
+    NoBtf {
+        /// The path that was checked.
+        path: &'static str,
+    },
+    /// The object could not be loaded.
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] EbpfError),
+    /// A program is missing from the object or has the wrong type.
+    #[error("the eBPF object has no usable program `{0}`")]
+    MissingProgram(&'static str),
+    /// A map is missing from the object or has the wrong type.
+    #[error("the eBPF object has no usable map `{name}`: {source}")]
+    MissingMap {
+        /// Map name.
+        name: &'static str,
+        /// What aya said.
+        source: MapError,
+    },
+    /// A program failed to load or attach.
+    #[error("{what} failed: {source}")]
+    Program {
+        /// What was being done.
+        what: String,
+        /// What aya said.
+        source: ProgramError,
+    },
+    /// A map operation failed.
+    #[error("{what} failed: {source}")]
+    Map {
+        /// What was being done.
+        what: &'static str,
+        /// What aya said.
+        source: MapError,
+    },
+    /// The sample rate is out of range.
+    #[error("--sample-rate must be at most {MAX_SAMPLE_RATE} bytes (got {0})")]
+    SampleRate(u64),
+}
+
+/// Where [`Tracer::attach_empty`] puts its probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmptyPlacement {
+    /// At each function's first instruction.
+    Entry,
+    /// At the offsets leakmon chose (see `placement`).
+    Chosen,
+}
+
+/// Capacities of the kernel maps.
+#[derive(Debug, Clone, Copy)]
+pub struct MapLimits {
+    /// Outstanding allocations over all traced processes.
+    pub allocations: u32,
+    /// Distinct allocating stacks over all traced processes.
+    pub stacks: u32,
+}
+
+impl Default for MapLimits {
+    fn default() -> Self {
+        Self {
+            allocations: 262_144,
+            stacks: 32_768,
+        }
+    }
+}
+
+/// Checks what the kernel programs need from the host, before anything is loaded.
+pub fn preflight() -> Result<(), TracerError> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(TracerError::NotRoot);
+    }
+    const BTF: &str = "/sys/kernel/btf/vmlinux";
+    if !Path::new(BTF).exists() {
+        return Err(TracerError::NoBtf { path: BTF });
+    }
+    Ok(())
+}
+
+/// The loaded kernel programs and their maps.
+pub struct Tracer {
+    ebpf: Ebpf,
+    targets: HashMap<MapData, u32, TargetConfig>,
+    allocs: HashMap<MapData, AllocKey, AllocInfo>,
+    stack_stats: HashMap<MapData, StackKey, StackStats>,
+    stacks: HashMap<MapData, StackKey, StackTrace>,
+    inflight: HashMap<MapData, u64, InFlight>,
+    syscalls: HashMap<MapData, u64, SyscallArgs>,
+    stats: PerCpuArray<MapData, u64>,
+    events: Option<RingBuf<MapData>>,
+    links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+}
+
+impl std::fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracer")
+            .field("traced", &self.links.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, TracerError>
+where
+    T: TryFrom<aya::maps::Map, Error = MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(TracerError::MissingMap {
+        name,
+        source: MapError::InvalidName { name: name.into() },
+    })?;
+    T::try_from(map).map_err(|source| TracerError::MissingMap { name, source })
+}
+
+fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, TracerError> {
+    ebpf.program_mut(name)
+        .and_then(|program| <&mut UProbe>::try_from(program).ok())
+        .ok_or(TracerError::MissingProgram(name))
+}
+
+impl Tracer {
+    /// Loads the programs, fills the sampling table and attaches the tracepoints.
+    pub fn load(limits: MapLimits) -> Result<Self, TracerError> {
+        preflight()?;
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("ALLOCS", limits.allocations)
+            .map_max_entries("STACKS", limits.stacks)
+            .map_max_entries("STACK_STATS", limits.stacks)
+            .load(EBPF_OBJECT)?;
+        for name in [
+            "alloc_enter",
+            "alloc_exit",
+            "free_enter",
+            "empty_enter",
+            "empty_exit",
+        ] {
+            uprobe(&mut ebpf, name)?
+                .load()
+                .map_err(|source| TracerError::Program {
+                    what: format!("loading {name}"),
+                    source,
+                })?;
+        }
+        for (name, category, event) in TRACEPOINTS {
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .and_then(|program| program.try_into().ok())
+                .ok_or(TracerError::MissingProgram(name))?;
+            program.load().map_err(|source| TracerError::Program {
+                what: format!("loading {name}"),
+                source,
+            })?;
+            program
+                .attach(category, event)
+                .map_err(|source| TracerError::Program {
+                    what: format!("attaching {name} to {category}:{event}"),
+                    source,
+                })?;
+        }
+        let mut table: Array<MapData, SampleBucket> = take_map(&mut ebpf, "SAMPLE_TABLE")?;
+        for (index, bucket) in sample_table().into_iter().enumerate() {
+            table
+                .set(index as u32, bucket, 0)
+                .map_err(|source| TracerError::Map {
+                    what: "filling the sampling table",
+                    source,
+                })?;
+        }
+        Ok(Self {
+            targets: take_map(&mut ebpf, "TARGETS")?,
+            allocs: take_map(&mut ebpf, "ALLOCS")?,
+            stack_stats: take_map(&mut ebpf, "STACK_STATS")?,
+            stacks: take_map(&mut ebpf, "STACKS")?,
+            inflight: take_map(&mut ebpf, "INFLIGHT")?,
+            syscalls: take_map(&mut ebpf, "SYSCALLS")?,
+            stats: take_map(&mut ebpf, "STATS")?,
+            events: Some(take_map(&mut ebpf, "EVENTS")?),
+            ebpf,
+            links: StdHashMap::new(),
+        })
+    }
+
+    /// Hands out the events ring buffer (once).
+    pub fn take_events(&mut self) -> Option<RingBuf<MapData>> {
+        self.events.take()
+    }
+
+    /// Starts tracing `pid`: registers it with the kernel programs, then attaches the allocator
+    /// probes of every object in `objects`, scoped to that process. On error nothing stays
+    /// attached.
+    pub fn attach(
+        &mut self,
+        pid: NonZeroU32,
+        objects: &[AllocatorObject],
+        sample_rate: u64,
+    ) -> Result<Vec<ProbeSite>, TracerError> {
+        if sample_rate > MAX_SAMPLE_RATE {
+            return Err(TracerError::SampleRate(sample_rate));
+        }
+        self.targets
+            .insert(pid.get(), TargetConfig { sample_rate }, 0)
+            .map_err(|source| TracerError::Map {
+                what: "registering the target",
+                source,
+            })?;
+        let mut sites = Vec::new();
+        for object in objects {
+            for site in &object.sites {
+                let programs: &[&'static str] = if site.function.allocates() {
+                    &["alloc_enter", "alloc_exit"]
+                } else {
+                    &["free_enter"]
+                };
+                if let Err(err) =
+                    self.attach_site(pid, &object.path, programs, site.function, site.file_offset)
+                {
+                    self.detach(pid);
+                    return Err(err);
+                }
+                info!(
+                    "pid {pid}: {} probe at {}+{:#x} ({}, {}) in {}",
+                    site.symbol,
+                    site.symbol,
+                    site.symbol_offset,
+                    site.instruction,
+                    if site.emulated {
+                        "emulated"
+                    } else {
+                        "single-stepped"
+                    },
+                    object.display_path
+                );
+                sites.push(ProbeSite {
+                    function: site.symbol.clone(),
+                    module: object.display_path.clone(),
+                    offset: site.symbol_offset,
+                    file_offset: site.file_offset,
+                    instruction: site.instruction.clone(),
+                    emulated: site.emulated,
+                });
+            }
+        }
+        Ok(sites)
+    }
+
+    fn attach_site(
+        &mut self,
+        pid: NonZeroU32,
+        path: &Path,
+        programs: &[&'static str],
+        function: AllocFn,
+        file_offset: u64,
+    ) -> Result<(), TracerError> {
+        for &name in programs {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(file_offset),
+                cookie: Some(function as u64),
+            };
+            let link = uprobe(&mut self.ebpf, name)?
+                .attach(point, path, UProbeScope::OneProcess(pid))
+                .map_err(|source| TracerError::Program {
+                    what: format!(
+                        "attaching {name} to {} at file offset {file_offset:#x} of {}",
+                        function.symbol(),
+                        path.display()
+                    ),
+                    source,
+                })?;
+            self.links.entry(pid.get()).or_default().push((name, link));
+        }
+        Ok(())
+    }
+
+    /// Attaches programs that do nothing where the allocator probes of `pid` would go (at each
+    /// function's entry, or at the chosen offsets): what the breakpoints alone cost, for the
+    /// probe-cost benchmark. [`Tracer::detach`] removes them.
+    pub fn attach_empty(
+        &mut self,
+        pid: NonZeroU32,
+        objects: &[AllocatorObject],
+        placement: EmptyPlacement,
+    ) -> Result<(), TracerError> {
+        for object in objects {
+            for site in &object.sites {
+                let offset = match placement {
+                    EmptyPlacement::Entry => site.file_offset - site.symbol_offset,
+                    EmptyPlacement::Chosen => site.file_offset,
+                };
+                let programs: &[&'static str] = if site.function.allocates() {
+                    &["empty_enter", "empty_exit"]
+                } else {
+                    &["empty_enter"]
+                };
+                if let Err(err) =
+                    self.attach_site(pid, &object.path, programs, site.function, offset)
+                {
+                    self.detach(pid);
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops tracing `pid`: detaches its probes and unregisters it. Its data stays in the maps
+    /// until [`Tracer::purge`].
+    pub fn detach(&mut self, pid: NonZeroU32) {
+        for (name, link) in self.links.remove(&pid.get()).unwrap_or_default() {
+            if let Ok(program) = uprobe(&mut self.ebpf, name)
+                && let Err(err) = program.detach(link)
+            {
+                debug!("detaching {name} from pid {pid}: {err}");
+            }
+        }
+        if let Err(err) = self.targets.remove(&pid.get()) {
+            debug!("unregistering pid {pid}: {err}");
+        }
+    }
+
+    /// Whether the kernel still traces `pid` (it stops by itself when the process exits).
+    pub fn is_registered(&self, pid: NonZeroU32) -> bool {
+        self.targets.get(&pid.get(), 0).is_ok()
+    }
+
+    /// Removes every trace of `pid` from the kernel maps.
+    pub fn purge(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
+        let tgid = pid.get();
+        let what = "purging the process's state";
+        let keys: Vec<AllocKey> = self
+            .allocs
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in keys {
+            ignore_missing(self.allocs.remove(&key))
+                .map_err(|source| TracerError::Map { what, source })?;
+        }
+        let keys: Vec<StackKey> = self
+            .stack_stats
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in keys {
+            ignore_missing(self.stack_stats.remove(&key))
+                .map_err(|source| TracerError::Map { what, source })?;
+        }
+        let keys: Vec<StackKey> = self
+            .stacks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in keys {
+            ignore_missing(self.stacks.remove(&key))
+                .map_err(|source| TracerError::Map { what, source })?;
+        }
+        for map in [&mut self.inflight] {
+            let keys: Vec<u64> = map
+                .keys()
+                .filter_map(Result::ok)
+                .filter(|key| (key >> 32) as u32 == tgid)
+                .collect();
+            for key in keys {
+                ignore_missing(map.remove(&key))
+                    .map_err(|source| TracerError::Map { what, source })?;
+            }
+        }
+        let keys: Vec<u64> = self
+            .syscalls
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| (key >> 32) as u32 == tgid)
+            .collect();
+        for key in keys {
+            ignore_missing(self.syscalls.remove(&key))
+                .map_err(|source| TracerError::Map { what, source })?;
+        }
+        Ok(())
+    }
+
+    /// Outstanding bytes and allocations per stack of `pid`, as kept by the kernel programs.
+    pub fn stack_totals(
+        &self,
+        pid: NonZeroU32,
+    ) -> Result<StdHashMap<u64, StackStats>, TracerError> {
+        let mut totals = StdHashMap::new();
+        for entry in self.stack_stats.iter() {
+            let (key, stats) = entry.map_err(|source| TracerError::Map {
+                what: "reading stack totals",
+                source,
+            })?;
+            if key.tgid == pid.get() {
+                totals.insert(key.stack_id, stats);
+            }
+        }
+        Ok(totals)
+    }
+
+    /// Every outstanding allocation of `pid`: (address, record).
+    pub fn allocations(&self, pid: NonZeroU32) -> Result<Vec<(u64, AllocInfo)>, TracerError> {
+        let mut out = Vec::new();
+        for entry in self.allocs.iter() {
+            let (key, info) = entry.map_err(|source| TracerError::Map {
+                what: "reading allocations",
+                source,
+            })?;
+            if key.tgid == pid.get() {
+                out.push((key.addr, info));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The frames of a stack of `pid`, innermost first, if the kernel has it.
+    pub fn stack_frames(&self, pid: NonZeroU32, stack_id: u64) -> Option<Vec<u64>> {
+        let trace = self
+            .stacks
+            .get(
+                &StackKey {
+                    tgid: pid.get(),
+                    pad: 0,
+                    stack_id,
+                },
+                0,
+            )
+            .ok()?;
+        let len = usize::try_from(trace.len).ok()?.min(trace.frames.len());
+        // A frame-pointer walk can end on a null return address: it is not a frame.
+        Some(
+            trace.frames[..len]
+                .iter()
+                .copied()
+                .take_while(|&frame| frame != 0)
+                .collect(),
+        )
+    }
+
+    /// The statistics counters summed over CPUs, in [`Stat::ALL`] order.
+    pub fn counters(&self) -> Result<[u64; STAT_COUNT as usize], TracerError> {
+        let mut out = [0; STAT_COUNT as usize];
+        for stat in Stat::ALL {
+            let values = self
+                .stats
+                .get(&(stat as u32), 0)
+                .map_err(|source| TracerError::Map {
+                    what: "reading counters",
+                    source,
+                })?;
+            out[stat as usize] = values.iter().sum();
+        }
+        Ok(out)
+    }
+}
+
+fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
+    match result {
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
+/// The size-weighted sampling table: bucket `i` covers sizes around
+/// `(i + 0.5) / SAMPLE_BUCKET_SCALE * rate`, recorded with probability `p = 1 - exp(-size/rate)`
+/// and weighted `1/p`, so the expected weighted bytes equal the true bytes (the same `p` is used
+/// for the decision and the weight).
+pub fn sample_table() -> Vec<SampleBucket> {
+    (0..SAMPLE_BUCKETS)
+        .map(|index| {
+            let x = (f64::from(index) + 0.5) / SAMPLE_BUCKET_SCALE as f64;
+            let p = -(-x).exp_m1();
+            let threshold = p * 4_294_967_296.0;
+            SampleBucket {
+                threshold: if threshold >= f64::from(u32::MAX) {
+                    u32::MAX
+                } else {
+                    threshold as u32
+                },
+                weight: (f64::from(WEIGHT_ONE) / p).round() as u32,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_table_is_unbiased_and_monotonic() {
+        let table = sample_table();
+        assert_eq!(table.len(), SAMPLE_BUCKETS as usize);
+        for pair in table.windows(2) {
+            assert!(pair[0].threshold <= pair[1].threshold);
+            assert!(pair[0].weight >= pair[1].weight);
+        }
+        for bucket in &table {
+            let p = f64::from(bucket.threshold) / 4_294_967_296.0;
+            let expected = p * f64::from(bucket.weight) / f64::from(WEIGHT_ONE);
+            assert!(
+                (expected - 1.0).abs() < 1e-3,
+                "bucket {bucket:?} gives {expected}"
+            );
+        }
+        let last = table.last().map(|bucket| bucket.weight);
+        assert_eq!(last, Some(WEIGHT_ONE));
+    }
+}

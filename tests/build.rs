@@ -1,0 +1,140 @@
+//! Compiles the scenario programs of `scenarios/` with gcc and g++ into `$OUT_DIR/scenarios/`
+//! and exports that directory to the crate as `SCENARIO_DIR`.
+use std::env;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Which compiler a scenario needs.
+#[derive(Clone, Copy)]
+enum Language {
+    C,
+    Cxx,
+}
+
+impl Language {
+    fn compiler(self) -> &'static str {
+        match self {
+            Language::C => "gcc",
+            Language::Cxx => "g++",
+        }
+    }
+}
+
+/// One program to build.
+struct Program {
+    /// File name of the output in the scenario directory.
+    output: &'static str,
+    /// Source file in `scenarios/`.
+    source: &'static str,
+    language: Language,
+    /// Optimisation level.
+    optimisation: &'static str,
+    /// Flags after the source file (libraries, link mode).
+    extra: &'static [&'static str],
+}
+
+/// Keep frame pointers everywhere, and keep every function a real call with its own frame, so
+/// leakmon's frame-pointer walks see each scenario function.
+const FLAGS: &[&str] = &[
+    "-g",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-fno-optimize-sibling-calls",
+    "-fno-inline",
+    "-pthread",
+    "-Wall",
+    "-Wextra",
+];
+
+const fn scenario(output: &'static str, source: &'static str, language: Language) -> Program {
+    Program {
+        output,
+        source,
+        language,
+        optimisation: "-O1",
+        extra: &[],
+    }
+}
+
+const PROGRAMS: &[Program] = &[
+    scenario("steady_leak", "steady_leak.c", Language::C),
+    scenario("error_path_leak", "error_path_leak.c", Language::C),
+    scenario("exception_leak", "exception_leak.cpp", Language::Cxx),
+    scenario("realloc_chain", "realloc_chain.c", Language::C),
+    scenario("mmap_leak", "mmap_leak.c", Language::C),
+    Program {
+        extra: &["-ldl"],
+        ..scenario("dlopen_plugin", "dlopen_plugin.c", Language::C)
+    },
+    Program {
+        extra: &["-shared", "-fPIC"],
+        ..scenario("libleak_plugin.so", "leak_plugin.c", Language::C)
+    },
+    scenario("thread_leak", "thread_leak.c", Language::C),
+    scenario("aligned_leak", "aligned_leak.c", Language::C),
+    scenario("cache_plateau", "cache_plateau.c", Language::C),
+    scenario("sawtooth", "sawtooth.c", Language::C),
+    scenario("churn", "churn.c", Language::C),
+    Program {
+        extra: &["-static"],
+        ..scenario("static_prog", "static_prog.c", Language::C)
+    },
+    Program {
+        optimisation: "-O2",
+        ..scenario("bench_loop", "bench_loop.c", Language::C)
+    },
+];
+
+fn main() {
+    let manifest_dir =
+        PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let source_dir = manifest_dir.join("scenarios");
+    let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR")).join("scenarios");
+    std::fs::create_dir_all(&out_dir)
+        .unwrap_or_else(|error| panic!("creating {}: {error}", out_dir.display()));
+
+    println!("cargo:rerun-if-changed=build.rs");
+    println!(
+        "cargo:rerun-if-changed={}",
+        source_dir.join("scenario.h").display()
+    );
+    for program in PROGRAMS {
+        let source = source_dir.join(program.source);
+        println!("cargo:rerun-if-changed={}", source.display());
+        compile(program, &source, &source_dir, &out_dir.join(program.output));
+    }
+    println!("cargo:rustc-env=SCENARIO_DIR={}", out_dir.display());
+}
+
+fn compile(program: &Program, source: &Path, include_dir: &Path, output: &Path) {
+    let compiler = program.language.compiler();
+    let mut command = Command::new(compiler);
+    command.arg(program.optimisation).args(FLAGS);
+    command
+        .arg("-I")
+        .arg(include_dir)
+        .arg("-o")
+        .arg(output)
+        .arg(source)
+        .args(program.extra);
+    let result = match command.output() {
+        Ok(result) => result,
+        Err(error) if error.kind() == ErrorKind::NotFound => panic!(
+            "`{compiler}` was not found: the leakmon test scenarios need gcc and g++ \
+             (Debian: apt-get install gcc g++)"
+        ),
+        Err(error) => panic!("running `{compiler}`: {error}"),
+    };
+    if !result.status.success() {
+        panic!(
+            "{compiler} failed to build {} ({}):\n{}",
+            output.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
+    for line in String::from_utf8_lossy(&result.stderr).lines() {
+        println!("cargo:warning={}: {line}", program.source);
+    }
+}

@@ -1,0 +1,609 @@
+//! The end-to-end test harness: where the scenario programs and the `leakmon` binary are, how to
+//! run `leakmon trace` on a scenario (or on a running one, by pid) under a hard timeout, and
+//! assertions over the report it writes.
+//!
+//! Traces run one at a time (a process-wide lock): they share two CPUs, and the tests measure
+//! rates. Every run's stderr is echoed to the test's own output, which the test runner shows
+//! when the test fails.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+pub use monitor_daemon::report::{Frame, Report, StackReport};
+use serde::Deserialize;
+
+/// A leakmon run (and the scenario it traces) is killed after this long.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The default tolerance of [`assert_leak`] on the leaked bytes, as a fraction.
+pub const LEAK_TOLERANCE: f64 = 0.10;
+
+/// The path of a program built from `scenarios/` by the build script.
+pub fn scenario_path(name: &str) -> PathBuf {
+    let path = Path::new(env!("SCENARIO_DIR")).join(name);
+    assert!(
+        path.is_file(),
+        "scenario program {} is missing: the build script of leakmon-tests builds it",
+        path.display()
+    );
+    path
+}
+
+/// The `leakmon` binary under test: `$LEAKMON_BIN`, else `<workspace>/target/release/leakmon`.
+pub fn leakmon_bin() -> PathBuf {
+    let path = match std::env::var_os("LEAKMON_BIN") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the tests package is inside the workspace")
+            .join("target/release/leakmon"),
+    };
+    assert!(
+        path.is_file(),
+        "the leakmon binary {} is missing: build it with cargo xtask build (or point LEAKMON_BIN \
+         at one)",
+        path.display()
+    );
+    path
+}
+
+/// The line a scenario prints on stdout when its run is over.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSummary {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The function that leaks (the allocator's direct caller), or `None` for a non-leak.
+    pub leak_function: Option<String>,
+    /// Exactly how many bytes it leaked through that function, as requested from the allocator.
+    pub leaked_bytes: u64,
+}
+
+/// What one run of `leakmon` printed, and how it ended.
+#[derive(Debug)]
+pub struct LeakmonRun {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its stdout, which a traced scenario shares.
+    pub stdout: String,
+    /// Its stderr.
+    pub stderr: String,
+}
+
+/// A run of `leakmon trace` with `--output`: the run and the file it wrote.
+#[derive(Debug)]
+pub struct TraceOutput {
+    /// The run.
+    pub run: LeakmonRun,
+    /// The contents of the `--output` file; empty when leakmon wrote none.
+    pub output: Vec<u8>,
+}
+
+/// A successful JSON trace of a scenario.
+#[derive(Debug)]
+pub struct TraceRun {
+    /// The report leakmon wrote.
+    pub report: Report,
+    /// What the scenario says it did.
+    pub summary: ScenarioSummary,
+    /// leakmon's exit status.
+    pub status: ExitStatus,
+    /// leakmon's stderr.
+    pub stderr: String,
+}
+
+/// Runs `leakmon ARGS...` to the end (at most [`TIMEOUT`]).
+pub fn run_leakmon<I, S>(args: I) -> LeakmonRun
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let _serial = serial();
+    run_leakmon_unserialized(
+        args.into_iter()
+            .map(|arg| arg.as_ref().to_owned())
+            .collect(),
+    )
+}
+
+/// Runs `leakmon trace --format FORMAT --output FILE ARGS... -- SCENARIO SCENARIO_ARGS...` and
+/// returns what it printed and the file it wrote.
+pub fn trace_output(
+    format: &str,
+    args: &[&str],
+    scenario: &str,
+    scenario_args: &[&str],
+) -> TraceOutput {
+    let _serial = serial();
+    let mut target: Vec<OsString> = vec!["--".into(), scenario_path(scenario).into()];
+    target.extend(scenario_args.iter().map(OsString::from));
+    trace_unserialized(format, args, target)
+}
+
+/// Traces a scenario from its start with `leakmon trace --format json ... ARGS -- SCENARIO
+/// SCENARIO_ARGS...`; panics unless leakmon succeeds and the report and the scenario's summary
+/// both parse.
+pub fn trace_command(args: &[&str], scenario: &str, scenario_args: &[&str]) -> TraceRun {
+    let traced = trace_output("json", args, scenario, scenario_args);
+    let summary = parse_summary(&traced.run.stdout, scenario, &traced.run.stderr);
+    finish_trace(traced, summary)
+}
+
+/// Starts a scenario, lets it run for `warmup`, then traces it with `leakmon trace --format json
+/// ... --pid PID ARGS...`; waits for the scenario to end and panics unless leakmon succeeds and
+/// the report (which must be about that pid) and the scenario's summary both parse.
+pub fn trace_pid(
+    args: &[&str],
+    scenario: &str,
+    scenario_args: &[&str],
+    warmup: Duration,
+) -> TraceRun {
+    let _serial = serial();
+    let mut command = Command::new(scenario_path(scenario));
+    command.args(scenario_args);
+    let running = Running::spawn(command, scenario);
+    let pid = running.child.id();
+    thread::sleep(warmup);
+    let traced = trace_unserialized("json", args, vec!["--pid".into(), pid.to_string().into()]);
+    let scenario_run = running.finish();
+    assert!(
+        scenario_run.status.success(),
+        "scenario {scenario} failed ({}): {}\nleakmon stderr:\n{}",
+        scenario_run.status,
+        scenario_run.stderr,
+        traced.run.stderr
+    );
+    let summary = parse_summary(&scenario_run.stdout, scenario, &traced.run.stderr);
+    let run = finish_trace(traced, summary);
+    assert_eq!(
+        run.report.pid, pid,
+        "the report is about another process\nleakmon stderr:\n{}",
+        run.stderr
+    );
+    run
+}
+
+/// The stacks with a frame whose symbol contains `function`, in the report's order.
+pub fn stacks_with<'r>(report: &'r Report, function: &str) -> Vec<&'r StackReport> {
+    report
+        .stacks
+        .iter()
+        .filter(|stack| has_frame(stack, function))
+        .collect()
+}
+
+/// Whether one of the stack's frames has a symbol containing `function`.
+pub fn has_frame(stack: &StackReport, function: &str) -> bool {
+    stack.frames.iter().any(|frame| {
+        frame
+            .symbol
+            .as_deref()
+            .is_some_and(|symbol| symbol.contains(function))
+    })
+}
+
+/// Asserts that the report found the scenario's leak: the largest leaking stack goes through
+/// the leak function, and the leaking stacks through it hold the leaked bytes within 10%.
+pub fn assert_leak(report: &Report, summary: &ScenarioSummary) {
+    assert_leak_within(report, summary, LEAK_TOLERANCE);
+}
+
+/// [`assert_leak`] with a tolerance on the bytes, as a fraction of the leaked bytes.
+pub fn assert_leak_within(report: &Report, summary: &ScenarioSummary, tolerance: f64) {
+    let function = summary
+        .leak_function
+        .as_deref()
+        .unwrap_or_else(|| panic!("scenario {} reports no leak function", summary.scenario));
+    assert!(
+        summary.leaked_bytes > 0,
+        "scenario {} leaked nothing: {summary:?}",
+        summary.scenario
+    );
+    let top = report
+        .stacks
+        .iter()
+        .find(|stack| stack.leaking)
+        .unwrap_or_else(|| {
+            panic!(
+                "no stack is leaking; {function} leaked {} bytes\n{}",
+                summary.leaked_bytes,
+                describe_report(report)
+            )
+        });
+    assert!(
+        has_frame(top, function),
+        "the largest leaking stack does not go through {function}: {}\n{}",
+        describe_stack(top),
+        describe_report(report)
+    );
+    let found: u64 = stacks_with(report, function)
+        .iter()
+        .filter(|stack| stack.leaking)
+        .map(|stack| stack.bytes)
+        .sum();
+    let expected = summary.leaked_bytes as f64;
+    let error = (found as f64 - expected).abs() / expected;
+    assert!(
+        error <= tolerance,
+        "leaking stacks through {function} hold {found} bytes; the scenario leaked {} ({:.1}% \
+         off, {:.0}% allowed)\n{}",
+        summary.leaked_bytes,
+        error * 100.0,
+        tolerance * 100.0,
+        describe_report(report)
+    );
+}
+
+/// Asserts that no stack of the report is flagged as leaking.
+pub fn assert_no_leak(report: &Report) {
+    let leaking: Vec<String> = report
+        .stacks
+        .iter()
+        .filter(|stack| stack.leaking)
+        .map(describe_stack)
+        .collect();
+    assert!(
+        leaking.is_empty(),
+        "{} stack(s) flagged as leaking in a program that does not leak:\n{}\n{}",
+        leaking.len(),
+        leaking.join("\n"),
+        describe_report(report)
+    );
+}
+
+/// One line about a stack: its figures, then its frames, innermost first.
+pub fn describe_stack(stack: &StackReport) -> String {
+    let frames: Vec<String> = stack.frames.iter().map(describe_frame).collect();
+    format!(
+        "{} B in {} allocations, {:.0} B/s, oldest {:.1} s, leaking {}: {}",
+        stack.bytes,
+        stack.allocations,
+        stack.growth_bytes_per_second,
+        stack.oldest_age_seconds,
+        stack.leaking,
+        frames.join(" <- ")
+    )
+}
+
+/// The report's figures, notes and stacks, for a failure message.
+pub fn describe_report(report: &Report) -> String {
+    let mut text = format!(
+        "report on pid {} ({}) over {:.2} s: {} B in {} allocations outstanding, partial {}, \
+         dropped {:?}, notes {:?}\nstacks:\n",
+        report.pid,
+        report.comm,
+        report.duration_seconds,
+        report.totals.outstanding_bytes,
+        report.totals.outstanding_allocations,
+        report.partial,
+        report.dropped,
+        report.notes
+    );
+    for stack in &report.stacks {
+        let _ = writeln!(text, "  {}", describe_stack(stack));
+    }
+    text
+}
+
+fn describe_frame(frame: &Frame) -> String {
+    match &frame.symbol {
+        Some(symbol) => symbol.clone(),
+        None => format!(
+            "{:#x} in {}",
+            frame.address,
+            frame.module.as_deref().unwrap_or("?")
+        ),
+    }
+}
+
+/// Traces run one at a time; a test that panicked while holding the lock does not poison it
+/// for the others.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn trace_unserialized(format: &str, args: &[&str], target: Vec<OsString>) -> TraceOutput {
+    let dir = tempfile::Builder::new()
+        .prefix("leakmon-e2e-")
+        .tempdir()
+        .expect("creating a temporary directory");
+    let output_path = dir.path().join(format!("report.{format}"));
+    let mut argv: Vec<OsString> = vec![
+        "trace".into(),
+        "--format".into(),
+        format.into(),
+        "--output".into(),
+        output_path.clone().into(),
+    ];
+    argv.extend(args.iter().map(OsString::from));
+    argv.extend(target);
+    let run = run_leakmon_unserialized(argv);
+    let output = std::fs::read(&output_path).unwrap_or_default();
+    TraceOutput { run, output }
+}
+
+fn run_leakmon_unserialized(args: Vec<OsString>) -> LeakmonRun {
+    let mut command = Command::new(leakmon_bin());
+    command.args(&args);
+    let finished = Running::spawn(command, "leakmon").finish();
+    eprintln!(
+        "leakmon {} -> {}; stderr:\n{}",
+        args.iter()
+            .map(|arg| arg.to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" "),
+        finished.status,
+        finished.stderr
+    );
+    LeakmonRun {
+        status: finished.status,
+        stdout: finished.stdout,
+        stderr: finished.stderr,
+    }
+}
+
+fn finish_trace(traced: TraceOutput, summary: ScenarioSummary) -> TraceRun {
+    let TraceOutput { run, output } = traced;
+    assert!(
+        run.status.success(),
+        "leakmon trace failed ({}):\n{}",
+        run.status,
+        run.stderr
+    );
+    let report: Report = serde_json::from_slice(&output).unwrap_or_else(|error| {
+        panic!(
+            "the JSON report does not parse ({error}); it starts {:?}\nleakmon stderr:\n{}",
+            String::from_utf8_lossy(&output[..output.len().min(200)]),
+            run.stderr
+        )
+    });
+    TraceRun {
+        report,
+        summary,
+        status: run.status,
+        stderr: run.stderr,
+    }
+}
+
+/// The one summary line of `scenario` among the lines of `stdout`.
+fn parse_summary(stdout: &str, scenario: &str, leakmon_stderr: &str) -> ScenarioSummary {
+    let lines: Vec<&str> = stdout
+        .lines()
+        .filter(|line| line.starts_with("{\"scenario\""))
+        .collect();
+    let [line] = lines[..] else {
+        panic!(
+            "expected one summary line from {scenario}, found {}; stdout:\n{stdout}\nleakmon \
+             stderr:\n{leakmon_stderr}",
+            lines.len()
+        );
+    };
+    let summary: ScenarioSummary = serde_json::from_str(line)
+        .unwrap_or_else(|error| panic!("bad summary line {line:?} from {scenario}: {error}"));
+    assert_eq!(
+        summary.scenario, scenario,
+        "summary line of another scenario"
+    );
+    summary
+}
+
+/// A child process in a process group of its own, with its output collected by two threads;
+/// the whole group is killed at the deadline or when this is dropped before it ended.
+struct Running {
+    what: String,
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<Vec<u8>>>,
+    deadline: Instant,
+    reaped: bool,
+}
+
+/// How a child process ended and what it printed.
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+impl Running {
+    fn spawn(mut command: Command, what: &str) -> Self {
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting {what}: {error}"));
+        let stdout = child.stdout.take().map(read_all);
+        let stderr = child.stderr.take().map(read_all);
+        Running {
+            what: what.to_owned(),
+            child,
+            stdout,
+            stderr,
+            deadline: Instant::now() + TIMEOUT,
+            reaped: false,
+        }
+    }
+
+    /// Waits until the process has exited and every holder of its output (the processes it
+    /// started) has closed it, killing the group at the deadline.
+    fn finish(mut self) -> Finished {
+        let status = loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .unwrap_or_else(|error| panic!("waiting for {}: {error}", self.what))
+            {
+                self.reaped = true;
+                if self.stdout.as_ref().is_none_or(JoinHandle::is_finished)
+                    && self.stderr.as_ref().is_none_or(JoinHandle::is_finished)
+                {
+                    break status;
+                }
+            }
+            if Instant::now() >= self.deadline {
+                self.kill_group();
+                let stderr = join_output(self.stderr.take());
+                panic!(
+                    "{} was still running (or a process it started was) after {} s and was \
+                     killed; its stderr:\n{stderr}",
+                    self.what,
+                    TIMEOUT.as_secs()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            status,
+            stdout: join_output(self.stdout.take()),
+            stderr: join_output(self.stderr.take()),
+        }
+    }
+
+    fn kill_group(&mut self) {
+        let pgid = libc::pid_t::try_from(self.child.id()).expect("a pid fits in pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions. The group is the one this child
+        // leads, which still exists: the child is not reaped, or a process of its group still
+        // holds its output open.
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        if !self.reaped {
+            let _ = self.child.wait();
+            self.reaped = true;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let output_open = [&self.stdout, &self.stderr]
+            .iter()
+            .any(|reader| reader.as_ref().is_some_and(|reader| !reader.is_finished()));
+        if !self.reaped || output_open {
+            self.kill_group();
+        }
+    }
+}
+
+fn read_all(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
+fn join_output(reader: Option<JoinHandle<Vec<u8>>>) -> String {
+    reader
+        .map(|reader| String::from_utf8_lossy(&reader.join().unwrap_or_default()).into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::panic::catch_unwind;
+
+    use monitor_daemon::report::Totals;
+
+    use super::*;
+
+    fn stack(bytes: u64, leaking: bool, symbols: &[&str]) -> StackReport {
+        StackReport {
+            bytes,
+            allocations: 1,
+            growth_bytes_per_second: 0.0,
+            oldest_age_seconds: 0.0,
+            leaking,
+            frames: symbols
+                .iter()
+                .map(|symbol| Frame {
+                    address: 0x1000,
+                    symbol: Some((*symbol).to_owned()),
+                    module: None,
+                    file: None,
+                    line: None,
+                    inlined: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn report(stacks: Vec<StackReport>) -> Report {
+        Report {
+            pid: 1,
+            comm: "test".to_owned(),
+            duration_seconds: 6.0,
+            interval_seconds: 0.5,
+            sample_rate: 0,
+            min_age_seconds: 0.0,
+            partial: false,
+            notes: Vec::new(),
+            probes: Vec::new(),
+            totals: Totals::default(),
+            dropped: Default::default(),
+            events: Default::default(),
+            stacks,
+        }
+    }
+
+    fn summary(leaked_bytes: u64) -> ScenarioSummary {
+        ScenarioSummary {
+            scenario: "steady_leak".to_owned(),
+            leak_function: Some("leak_steady".to_owned()),
+            leaked_bytes,
+        }
+    }
+
+    #[test]
+    fn summary_line_is_found_among_other_output() {
+        let stdout = "starting\n{\"scenario\":\"steady_leak\",\"leak_function\":\"leak_steady\",\
+                      \"leaked_bytes\":4096}\n";
+        assert_eq!(parse_summary(stdout, "steady_leak", ""), summary(4096));
+        let null = "{\"scenario\":\"churn\",\"leak_function\":null,\"leaked_bytes\":0}\n";
+        assert_eq!(parse_summary(null, "churn", "").leak_function, None);
+        assert!(catch_unwind(|| parse_summary("", "churn", "")).is_err());
+    }
+
+    #[test]
+    fn leak_is_the_top_leaking_stack_and_sums_its_stacks() {
+        let found = report(vec![
+            stack(50_000, false, &["cache_insert", "main"]),
+            stack(6_000, true, &["leak_steady", "main"]),
+            stack(4_000, true, &["leak_steady", "worker", "main"]),
+        ]);
+        assert_leak(&found, &summary(10_500));
+        assert!(catch_unwind(|| assert_leak(&found, &summary(12_000))).is_err());
+        assert_leak_within(&found, &summary(12_000), 0.25);
+    }
+
+    #[test]
+    fn leak_elsewhere_fails() {
+        let elsewhere = report(vec![
+            stack(9_000, true, &["other", "main"]),
+            stack(8_000, true, &["leak_steady", "main"]),
+        ]);
+        assert!(catch_unwind(|| assert_leak(&elsewhere, &summary(8_000))).is_err());
+        assert!(catch_unwind(|| assert_leak(&report(Vec::new()), &summary(8_000))).is_err());
+    }
+
+    #[test]
+    fn no_leak_fails_on_any_leaking_stack() {
+        assert_no_leak(&report(vec![stack(4096, false, &["cache_insert"])]));
+        let leaking = report(vec![stack(4096, true, &["cache_insert"])]);
+        let message = *catch_unwind(|| assert_no_leak(&leaking))
+            .expect_err("a leaking stack must fail")
+            .downcast::<String>()
+            .expect("a formatted message");
+        assert!(message.contains("4096 B in 1 allocations"), "{message}");
+        assert!(message.contains("cache_insert"), "{message}");
+    }
+}
