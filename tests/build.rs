@@ -73,11 +73,12 @@ const PROGRAMS: &[Program] = &[
     },
     scenario("thread_leak", "thread_leak.c", Language::C),
     scenario("aligned_leak", "aligned_leak.c", Language::C),
+    scenario("realloc_semantics", "realloc_semantics.c", Language::C),
     scenario("cache_plateau", "cache_plateau.c", Language::C),
     scenario("sawtooth", "sawtooth.c", Language::C),
     scenario("churn", "churn.c", Language::C),
     Program {
-        extra: &["-static"],
+        extra: &["-static", "-nostdlib", "-fno-stack-protector"],
         ..scenario("static_prog", "static_prog.c", Language::C)
     },
     Program {

@@ -231,6 +231,10 @@ pub struct SyscallArgs {
     pub stack_id: u64,
 }
 
+/// `Event::flags` of a [`EventKind::Brk`] made by the allocator itself (inside malloc): the
+/// break moved, but the memory is accounted as the allocations that caused it.
+pub const BRK_NESTED: u64 = 1;
+
 /// What an [`Event`] reports.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,7 +290,7 @@ pub struct Event {
     pub prot: u32,
     /// Always zero.
     pub pad: u32,
-    /// mmap's and mremap's `flags`.
+    /// mmap's and mremap's `flags`; [`BRK_NESTED`] for brk.
     pub flags: u64,
     /// Stack of the caller (0 when not captured).
     pub stack_id: u64,

@@ -125,6 +125,17 @@ impl Regions {
         }
     }
 
+    /// Records that the program break moved to `new_break` without attributing the growth to
+    /// anyone (the allocator grew its own heap, and its allocations account for it); a shrink
+    /// still unmaps.
+    pub fn set_break(&mut self, new_break: u64) {
+        if let Some(old_break) = self.program_break.replace(new_break)
+            && new_break < old_break
+        {
+            self.unmap(new_break, old_break - new_break);
+        }
+    }
+
     /// The live intervals, by address.
     pub fn iter(&self) -> impl Iterator<Item = LiveRegion> + '_ {
         self.by_start.iter().map(|(&start, region)| LiveRegion {
@@ -580,5 +591,23 @@ mod tests {
                 check_against(&r, &model);
             }
         }
+    }
+
+    #[test]
+    fn nested_break_moves_are_not_attributed() {
+        let mut regions = Regions::new();
+        regions.brk(0x10_0000, 1, 10);
+        regions.set_break(0x20_0000);
+        assert_eq!(regions.total_bytes(), 0);
+        regions.brk(0x18_0000, 1, 20);
+        assert_eq!(
+            regions.total_bytes(),
+            0,
+            "a shrink after unattributed growth is not growth"
+        );
+        regions.brk(0x19_0000, 2, 30);
+        assert_eq!(regions.total_bytes(), 0x1_0000);
+        regions.set_break(0x18_8000);
+        assert_eq!(regions.total_bytes(), 0x8000);
     }
 }

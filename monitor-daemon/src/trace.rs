@@ -16,7 +16,7 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use log::{debug, info, warn};
-use monitor_common::{AllocInfo, Event, EventKind, STAT_COUNT, Stat, WEIGHT_ONE};
+use monitor_common::{AllocInfo, BRK_NESTED, Event, EventKind, STAT_COUNT, Stat, WEIGHT_ONE};
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
@@ -189,6 +189,7 @@ impl Session {
     }
 
     fn handle(&mut self, event: &Event) -> Result<(), TraceError> {
+        log::trace!("event {event:?}");
         if event.tgid != self.pid.get() {
             return Ok(());
         }
@@ -202,6 +203,9 @@ impl Session {
             Some(EventKind::Mremap) => {
                 self.regions
                     .remap(event.addr, event.len, event.new_addr, event.new_len);
+            }
+            Some(EventKind::Brk) if event.flags & BRK_NESTED != 0 => {
+                self.regions.set_break(event.new_addr);
             }
             Some(EventKind::Brk) => {
                 self.regions

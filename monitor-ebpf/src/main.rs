@@ -19,6 +19,9 @@
 // target, the intrinsics lower to the BPF atomic add instruction.
 #![feature(core_intrinsics)]
 #![expect(internal_features, reason = "atomic intrinsics, see above")]
+// Map keys and values are passed by reference on purpose: by value they would be copied onto the
+// 512-byte BPF stack (a stack trace alone is 520 bytes).
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 use core::{
     ffi::c_void,
@@ -41,9 +44,9 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext, TracePointContext},
 };
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, Event, EventKind, InFlight, MAX_FRAMES, SAMPLE_BUCKET_SCALE,
-    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
-    TargetConfig, WEIGHT_ONE,
+    AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, InFlight, MAX_FRAMES,
+    SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats,
+    StackTrace, Stat, SyscallArgs, TargetConfig, WEIGHT_ONE,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
@@ -501,10 +504,18 @@ fn user_return_address() -> u64 {
 fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool) -> Option<()> {
     let (pid_tgid, tgid) = current();
     target(tgid)?;
-    if kind != EventKind::Munmap && INFLIGHT.get_ptr(&pid_tgid).is_some() {
-        // The allocator itself is mapping memory: the outer call accounts for it.
+    // Inside an allocator call, the allocator itself is mapping memory: the outer call accounts
+    // for it. Unmapping needs no such care (user space ignores ranges it does not track), and a
+    // nested brk is still reported, flagged, so user space follows the program break without
+    // attributing the growth: free() shrinks the heap outside any allocation, and the shrink
+    // must be measured from where malloc left the break.
+    let nested = kind != EventKind::Munmap && INFLIGHT.get_ptr(&pid_tgid).is_some();
+    if nested {
         count(Stat::Nested);
-        return None;
+        if kind != EventKind::Brk {
+            return None;
+        }
+        with_stack = false;
     }
     // SAFETY: offsets from the tracepoints' format files, within the record.
     let arg = |n: usize| unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * n) }.unwrap_or(0);
@@ -534,20 +545,19 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool)
             args.new_len = arg(2);
             args.flags = arg(3);
         }
-        EventKind::Brk | EventKind::Exit | EventKind::Exec => {}
+        EventKind::Brk => args.flags = if nested { BRK_NESTED } else { 0 },
+        EventKind::Exit | EventKind::Exec => {}
     }
-    if with_stack {
-        if let Some((id, trace)) = capture_stack(ctx, user_return_address()) {
-            let key = StackKey {
-                tgid,
-                pad: 0,
-                stack_id: id,
-            };
-            if intern_stack(&key, trace) {
-                args.stack_id = id;
-            } else {
-                count(Stat::DroppedStacksFull);
-            }
+    if with_stack && let Some((id, trace)) = capture_stack(ctx, user_return_address()) {
+        let key = StackKey {
+            tgid,
+            pad: 0,
+            stack_id: id,
+        };
+        if intern_stack(&key, trace) {
+            args.stack_id = id;
+        } else {
+            count(Stat::DroppedStacksFull);
         }
     }
     if SYSCALLS

@@ -304,8 +304,8 @@ fn describe_frame(frame: &Frame) -> String {
 }
 
 /// Traces run one at a time; a test that panicked while holding the lock does not poison it
-/// for the others.
-fn serial() -> MutexGuard<'static, ()> {
+/// for the others. Tests that start leakmon themselves hold it too.
+pub fn serial() -> MutexGuard<'static, ()> {
     static SERIAL: Mutex<()> = Mutex::new(());
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -393,6 +393,80 @@ fn parse_summary(stdout: &str, scenario: &str, leakmon_stderr: &str) -> Scenario
         "summary line of another scenario"
     );
     summary
+}
+
+/// A `leakmon` started in the background (see [`start_leakmon`]).
+pub struct BackgroundLeakmon(Running);
+
+impl std::fmt::Debug for BackgroundLeakmon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackgroundLeakmon")
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+impl BackgroundLeakmon {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.child.id()
+    }
+
+    /// Sends `signal` to leakmon alone (not to the processes it started).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: signals a child we have not reaped yet.
+        let sent = unsafe { libc::kill(self.pid() as i32, signal) };
+        assert_eq!(sent, 0, "kill({}, {signal}) failed", self.pid());
+    }
+
+    /// Waits for it to end (at most [`TIMEOUT`]).
+    pub fn finish(self) -> LeakmonRun {
+        let finished = self.0.finish();
+        LeakmonRun {
+            status: finished.status,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
+        }
+    }
+}
+
+/// Starts `leakmon ARGS...` in the background; the caller holds [`serial`] for as long as it
+/// runs.
+pub fn start_leakmon<I, S>(args: I) -> BackgroundLeakmon
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(leakmon_bin());
+    command.args(args);
+    BackgroundLeakmon(Running::spawn(command, "leakmon"))
+}
+
+/// Names of the loaded BPF programs that are leakmon's, from the kernel's own list: after
+/// leakmon exits there must be none.
+pub fn loaded_leakmon_programs() -> Vec<String> {
+    // The kernel keeps the first 15 bytes of a program's name.
+    const OURS: [&str; 14] = [
+        "alloc_enter",
+        "alloc_exit",
+        "free_enter",
+        "empty_enter",
+        "empty_exit",
+        "sys_enter_mmap",
+        "sys_exit_mmap",
+        "sys_enter_munma",
+        "sys_exit_munmap",
+        "sys_enter_mrema",
+        "sys_exit_mremap",
+        "sys_enter_brk",
+        "sys_exit_brk",
+        "sched_process_e",
+    ];
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|program| program.name_as_str().map(str::to_owned))
+        .filter(|name| OURS.contains(&name.as_str()))
+        .collect()
 }
 
 /// A child process in a process group of its own, with its output collected by two threads;

@@ -1,1 +1,86 @@
-fn main() {}
+//! leakmon's developer tasks (`cargo xtask <task>`): reads the command line and dispatches to the
+//! task. Every task that builds first sets up what a fresh machine lacks (see `setup`).
+mod bench;
+mod daemon;
+mod process;
+mod setup;
+mod suite;
+
+use std::process::ExitCode;
+
+use anyhow::{Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <task>
+
+tasks:
+  setup               install what is missing: the rust-src component, bpf-linker, and the
+                      Debian packages the daemon and the tests need (run as root)
+  build               setup, then build target/release/leakmon
+  run [-- ARGS...]    setup, build, then run leakmon ARGS in the foreground
+                      (default: run --config deploy/config.toml)
+  test [--no-e2e | --only-e2e]
+                      setup, rustfmt, clippy (host and BPF target), unit tests, release build,
+                      end-to-end tests; --no-e2e stops after the unit tests, --only-e2e runs
+                      only the release build and the end-to-end tests
+  bench               build, then measure what tracing costs an allocation-heavy loop (ns per
+                      malloc+free untraced, with empty probes, under leakmon trace)
+  help                print this";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cargo xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((task, rest)) = args.split_first() else {
+        println!("{USAGE}");
+        bail!("no task given");
+    };
+    match task.as_str() {
+        "setup" => {
+            no_arguments(task, rest)?;
+            setup::setup()
+        }
+        "build" => {
+            no_arguments(task, rest)?;
+            setup::setup()?;
+            let leakmon = daemon::build_release()?;
+            println!("built {}", leakmon.display());
+            Ok(())
+        }
+        "run" => {
+            let daemon_args = rest.strip_prefix(&["--".to_owned()]).unwrap_or(rest);
+            setup::setup()?;
+            let leakmon = daemon::build_release()?;
+            daemon::exec(&leakmon, daemon_args)
+        }
+        "test" => suite::test(suite::parse_parts(rest)?),
+        "bench" => {
+            no_arguments(task, rest)?;
+            setup::setup()?;
+            bench::bench()
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => {
+            println!("{USAGE}");
+            bail!("unknown task `{other}`")
+        }
+    }
+}
+
+fn no_arguments(task: &str, rest: &[String]) -> Result<()> {
+    match rest.first() {
+        Some(arg) => bail!("`cargo xtask {task}` takes no arguments, got `{arg}`"),
+        None => Ok(()),
+    }
+}

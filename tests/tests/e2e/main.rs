@@ -5,6 +5,7 @@
 mod errors;
 mod formats;
 mod leaks;
+mod lifecycle;
 mod modes;
 mod non_leaks;
 
