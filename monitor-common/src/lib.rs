@@ -17,6 +17,9 @@ pub const SAMPLE_BUCKETS: u32 = 4096;
 /// Buckets per `sample_rate` bytes of allocation size (so the table spans `16 * sample_rate`).
 pub const SAMPLE_BUCKET_SCALE: u64 = 256;
 
+/// Bits of a probe cookie below the sample rate (see [`AllocFn::cookie`]).
+pub const COOKIE_RATE_SHIFT: u32 = 8;
+
 /// Which allocator entry point a uprobe is attached to; passed to the programs as the probe's
 /// attach cookie so one program serves every entry point with the same argument layout.
 #[repr(u32)]
@@ -59,9 +62,21 @@ impl AllocFn {
         Self::Free,
     ];
 
-    /// The cookie value decoded back into an entry point.
+    /// The attach cookie of a probe on this entry point for a process traced with
+    /// `sample_rate` (at most `u64::MAX >> COOKIE_RATE_SHIFT`): the probes need no map lookup
+    /// to learn either.
+    pub const fn cookie(self, sample_rate: u64) -> u64 {
+        self as u64 | sample_rate << COOKIE_RATE_SHIFT
+    }
+
+    /// The sample rate carried by a cookie made by [`AllocFn::cookie`].
+    pub const fn cookie_sample_rate(cookie: u64) -> u64 {
+        cookie >> COOKIE_RATE_SHIFT
+    }
+
+    /// The entry point carried by a cookie made by [`AllocFn::cookie`].
     pub const fn from_cookie(cookie: u64) -> Option<Self> {
-        match cookie {
+        match cookie & ((1 << COOKIE_RATE_SHIFT) - 1) {
             0 => Some(Self::Malloc),
             1 => Some(Self::Calloc),
             2 => Some(Self::Realloc),
@@ -169,7 +184,10 @@ pub struct StackTrace {
     pub frames: [u64; MAX_FRAMES],
 }
 
-/// An allocator call between its entry and return probes, keyed by thread.
+/// An allocator call between its entry and return probes, keyed by thread. The entry of a
+/// thread is reused from call to call (`active` says whether a call is under way), so the hot
+/// path updates it in place instead of inserting and deleting; it is deleted when the thread
+/// exits.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct InFlight {
@@ -177,27 +195,23 @@ pub struct InFlight {
     pub kind: u32,
     /// How many allocator calls are nested inside the outer one on this thread.
     pub depth: u32,
+    /// 1 while a call is under way, 0 between calls.
+    pub active: u32,
+    /// Sampling weight chosen at entry; 0 when the call is not recorded.
+    pub weight: u32,
+    /// 1 when `old` holds the removed record of `old_addr` (restored if realloc fails).
+    pub old_valid: u32,
+    /// Always zero.
+    pub pad: u32,
     /// Requested size.
     pub size: u64,
     /// `posix_memalign`'s `memptr`; unused otherwise.
     pub memptr: u64,
     /// `realloc`'s old pointer (0 when none).
     pub old_addr: u64,
-    /// Sampling weight chosen at entry; 0 when the call is not recorded.
-    pub weight: u32,
-    /// 1 when `old` holds the removed record of `old_addr` (restored if realloc fails).
-    pub old_valid: u32,
     /// The record of `old_addr`, removed at entry so a concurrent reuse of that address by
     /// another thread is never confused with it.
     pub old: AllocInfo,
-}
-
-/// Per-process tracing settings, keyed by tgid. A process is traced iff it has an entry.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TargetConfig {
-    /// Mean bytes between samples (`0` records every allocation).
-    pub sample_rate: u64,
 }
 
 /// One entry of the sampling table, see [`SAMPLE_BUCKETS`].
@@ -383,7 +397,7 @@ mod pod {
     //! `aya::Pod` for every type user space reads from or writes to a map.
     use super::{
         AllocInfo, AllocKey, Event, InFlight, SampleBucket, StackKey, StackStats, StackTrace,
-        SyscallArgs, TargetConfig,
+        SyscallArgs,
     };
 
     // SAFETY: all of these are #[repr(C)] structs of integers with no implicit padding.
@@ -398,8 +412,6 @@ mod pod {
     unsafe impl aya::Pod for StackTrace {}
     // SAFETY: as above.
     unsafe impl aya::Pod for InFlight {}
-    // SAFETY: as above.
-    unsafe impl aya::Pod for TargetConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SampleBucket {}
     // SAFETY: as above.

@@ -19,7 +19,7 @@ use aya::{
 use log::{debug, info};
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT,
-    SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs, TargetConfig, WEIGHT_ONE,
+    SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
 };
 
 use crate::allocators::AllocatorObject;
@@ -137,7 +137,7 @@ pub fn preflight() -> Result<(), TracerError> {
 /// The loaded kernel programs and their maps.
 pub struct Tracer {
     ebpf: Ebpf,
-    targets: HashMap<MapData, u32, TargetConfig>,
+    targets: HashMap<MapData, u32, u32>,
     allocs: HashMap<MapData, AllocKey, AllocInfo>,
     stack_stats: HashMap<MapData, StackKey, StackStats>,
     stacks: HashMap<MapData, StackKey, StackTrace>,
@@ -253,7 +253,7 @@ impl Tracer {
             return Err(TracerError::SampleRate(sample_rate));
         }
         self.targets
-            .insert(pid.get(), TargetConfig { sample_rate }, 0)
+            .insert(pid.get(), 1, 0)
             .map_err(|source| TracerError::Map {
                 what: "registering the target",
                 source,
@@ -266,9 +266,13 @@ impl Tracer {
                 } else {
                     &["free_enter"]
                 };
-                if let Err(err) =
-                    self.attach_site(pid, &object.path, programs, site.function, site.file_offset)
-                {
+                if let Err(err) = self.attach_site(
+                    pid,
+                    &object.path,
+                    programs,
+                    site.function.cookie(sample_rate),
+                    site.file_offset,
+                ) {
                     self.detach(pid);
                     return Err(err);
                 }
@@ -303,20 +307,20 @@ impl Tracer {
         pid: NonZeroU32,
         path: &Path,
         programs: &[&'static str],
-        function: AllocFn,
+        cookie: u64,
         file_offset: u64,
     ) -> Result<(), TracerError> {
+        let function = AllocFn::from_cookie(cookie).map_or("?", AllocFn::symbol);
         for &name in programs {
             let point = UProbeAttachPoint {
                 location: UProbeAttachLocation::AbsoluteOffset(file_offset),
-                cookie: Some(function as u64),
+                cookie: Some(cookie),
             };
             let link = uprobe(&mut self.ebpf, name)?
                 .attach(point, path, UProbeScope::OneProcess(pid))
                 .map_err(|source| TracerError::Program {
                     what: format!(
-                        "attaching {name} to {} at file offset {file_offset:#x} of {}",
-                        function.symbol(),
+                        "attaching {name} to {function} at file offset {file_offset:#x} of {}",
                         path.display()
                     ),
                     source,
@@ -347,7 +351,7 @@ impl Tracer {
                     &["empty_enter"]
                 };
                 if let Err(err) =
-                    self.attach_site(pid, &object.path, programs, site.function, offset)
+                    self.attach_site(pid, &object.path, programs, site.function.cookie(0), offset)
                 {
                     self.detach(pid);
                     return Err(err);

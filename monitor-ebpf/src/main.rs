@@ -23,20 +23,16 @@
 // 512-byte BPF stack (a stack trace alone is 520 bytes).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
-use core::{
-    ffi::c_void,
-    intrinsics::{AtomicOrdering, atomic_xadd},
-    mem::size_of,
-};
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_NOEXIST},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_prandom_u32, bpf_get_stack,
-            bpf_task_pt_regs,
+            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_prandom_u32,
+            bpf_ktime_get_coarse_ns, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint, uprobe, uretprobe},
@@ -46,7 +42,7 @@ use aya_ebpf::{
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, InFlight, MAX_FRAMES,
     SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats,
-    StackTrace, Stat, SyscallArgs, TargetConfig, WEIGHT_ONE,
+    StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
@@ -57,11 +53,16 @@ const PROT_EXEC: u64 = 0x4;
 const SYSCALL_ARG0: usize = 16;
 /// Offset of `group_dead` in `sched:sched_process_exit`.
 const EXIT_GROUP_DEAD: usize = 32;
-/// Offset of `sp` in x86-64 `struct pt_regs` (a kernel ABI: r15 .. ss, 8 bytes each).
+/// Offsets in x86-64 `struct pt_regs` (a kernel ABI: r15, r14, r13, r12, bp, bx, r11, r10, r9,
+/// r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss; 8 bytes each).
+const PT_REGS_BP: usize = 4 * 8;
+const PT_REGS_IP: usize = 16 * 8;
 const PT_REGS_SP: usize = 19 * 8;
+/// `-EEXIST`, as map helpers return it.
+const EEXIST: i32 = -17;
 
 #[map]
-static TARGETS: HashMap<u32, TargetConfig> = HashMap::with_max_entries(1024, 0);
+static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 #[map]
 static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
@@ -104,10 +105,10 @@ fn current() -> (u64, u32) {
     (pid_tgid, (pid_tgid >> 32) as u32)
 }
 
+/// Whether the process is traced (the memory-mapping tracepoints fire for every process).
 #[inline(always)]
-fn target(tgid: u32) -> Option<TargetConfig> {
-    // SAFETY: the value is copied out before any other map operation.
-    unsafe { TARGETS.get(&tgid) }.copied()
+fn is_target(tgid: u32) -> bool {
+    TARGETS.get_ptr(&tgid).is_some()
 }
 
 /// The sampling weight for an allocation of `size` bytes, or 0 to skip it.
@@ -177,53 +178,71 @@ fn stats_sub(tgid: u32, info: &AllocInfo) {
     }
 }
 
-/// Captures the current user stack into the per-CPU scratch buffer and returns its id (a hash of
-/// the frames, never 0), or 0 when the stack cannot be captured.
+/// Where a user stack starts: the instruction pointer, the frame pointer, and (for a system
+/// call) the caller's return address on top of the stack.
+#[derive(Clone, Copy)]
+struct UserRegs {
+    ip: u64,
+    bp: u64,
+    caller: u64,
+}
+
+/// Walks the current user stack through its frame pointers into the per-CPU scratch buffer
+/// and returns its id (a hash of the frames, never 0), or `None` when there is no buffer.
 ///
-/// At a return probe the stack is right as the kernel walks it: the instruction pointer is the
-/// allocator's caller. At a system call the instruction pointer is inside the libc wrapper, which
-/// keeps no frame, so the frame-pointer walk skips the wrapper's caller; `caller` (the return
-/// address on top of the user stack) is then inserted as the second frame.
+/// At a return probe the walk starts right: the instruction pointer is in the allocator's
+/// caller and the frame pointer is the caller's. At a system call the instruction pointer is
+/// inside the libc wrapper, which keeps no frame, so the walk would skip the wrapper's caller;
+/// `caller` (the return address on top of the user stack) is then inserted as the second frame.
+///
+/// The walk reads two words per frame with `bpf_probe_read_user`, which costs less than
+/// `bpf_get_stack`'s generic perf call-chain path on the allocation hot path.
 #[inline(always)]
-fn capture_stack<C: aya_ebpf::EbpfContext>(ctx: &C, caller: u64) -> Option<(u64, *mut StackTrace)> {
+fn capture_stack(regs: UserRegs) -> Option<(u64, *mut StackTrace)> {
     let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: `scratch` is this CPU's buffer; bpf_get_stack writes at most the given size.
-    let written = unsafe {
-        let frames = (*scratch).frames.as_mut_ptr();
-        let (dst, room) = if caller == 0 {
-            (frames, MAX_FRAMES)
-        } else {
-            (frames.add(1), MAX_FRAMES - 1)
-        };
-        bpf_get_stack(
-            ctx.as_ptr(),
-            dst.cast::<c_void>(),
-            (room * size_of::<u64>()) as u32,
-            u64::from(BPF_F_USER_STACK),
-        )
-    };
-    if written <= 0 {
-        count(Stat::DroppedStackCapture);
-        return None;
-    }
-    let mut len = written as u64 / size_of::<u64>() as u64;
-    // SAFETY: as above; indices are below MAX_FRAMES.
+    // SAFETY: `scratch` is this CPU's buffer, used by one program at a time.
     let frames = unsafe { &mut (*scratch).frames };
-    if caller != 0 {
-        frames[0] = frames[1];
-        frames[1] = caller;
-        len += 1;
-    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for (i, frame) in frames.iter().enumerate() {
-        if i as u64 >= len {
-            break;
-        }
+    let mut mix = |frame: u64| {
         hash = (hash ^ frame).wrapping_mul(0x0000_0100_0000_01b3);
         hash ^= hash >> 29;
+    };
+    frames[0] = regs.ip;
+    mix(regs.ip);
+    let mut len = 1;
+    if regs.caller != 0 {
+        frames[1] = regs.caller;
+        mix(regs.caller);
+        len = 2;
+    }
+    let mut bp = regs.bp;
+    for index in 1..MAX_FRAMES {
+        if index < len {
+            continue;
+        }
+        if bp == 0 || bp & 7 != 0 {
+            break;
+        }
+        // SAFETY: reads user memory through the checked helper.
+        let Ok([next_bp, ret]) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        if let Some(frame) = frames.get_mut(index) {
+            *frame = ret;
+        }
+        mix(ret);
+        len = index + 1;
+        // Caller frames live at higher addresses; anything else is not a frame chain.
+        if next_bp <= bp {
+            break;
+        }
+        bp = next_bp;
     }
     // SAFETY: as above.
-    unsafe { (*scratch).len = len };
+    unsafe { (*scratch).len = len as u64 };
     Some((if hash == 0 { 1 } else { hash }, scratch))
 }
 
@@ -233,7 +252,7 @@ fn intern_stack(key: &StackKey, trace: *mut StackTrace) -> bool {
     // SAFETY: `trace` is the per-CPU scratch buffer filled by `capture_stack`.
     match STACKS.insert(key, unsafe { &*trace }, u64::from(BPF_NOEXIST)) {
         Ok(()) => true,
-        Err(err) => err == -17, // EEXIST: another CPU stored the same stack first
+        Err(err) => err == EEXIST, // another CPU stored the same stack first
     }
 }
 
@@ -249,21 +268,14 @@ fn weigh(size: u64, weight: u32) -> u64 {
 
 /// Records a new allocation and adds it to its stack's totals.
 #[inline(always)]
-fn record_alloc<C: aya_ebpf::EbpfContext>(
-    ctx: &C,
-    tgid: u32,
-    addr: u64,
-    size: u64,
-    weight: u32,
-    kind: u32,
-) {
+fn record_alloc(regs: UserRegs, tgid: u32, addr: u64, size: u64, weight: u32, kind: u32) {
     let weighted_bytes = weigh(size, weight);
     let mut key = StackKey {
         tgid,
         pad: 0,
         stack_id: 0,
     };
-    if let Some((id, trace)) = capture_stack(ctx, 0) {
+    if let Some((id, trace)) = capture_stack(regs) {
         key.stack_id = id;
         if !stats_add(&key, weighted_bytes, u64::from(weight)) {
             if intern_stack(&key, trace) {
@@ -298,11 +310,6 @@ fn record_alloc<C: aya_ebpf::EbpfContext>(
         }
     }
     let alloc_key = AllocKey { tgid, pad: 0, addr };
-    // An allocation at an address we still hold means we missed its free: retire the old record.
-    // SAFETY: the value is copied before the map is modified.
-    if let Some(previous) = unsafe { ALLOCS.get(&alloc_key) }.copied() {
-        stats_sub(tgid, &previous);
-    }
     let info = AllocInfo {
         size,
         weighted_bytes,
@@ -312,10 +319,20 @@ fn record_alloc<C: aya_ebpf::EbpfContext>(
         weight,
         kind,
     };
-    if ALLOCS
-        .insert(&alloc_key, &info, u64::from(BPF_ANY))
-        .is_err()
-    {
+    let inserted = match ALLOCS.insert(&alloc_key, &info, u64::from(BPF_NOEXIST)) {
+        Ok(()) => true,
+        Err(EEXIST) => {
+            // An allocation at an address we still hold means we missed its free: retire the
+            // old record.
+            // SAFETY: the value is copied before the map is modified.
+            if let Some(previous) = unsafe { ALLOCS.get(&alloc_key) }.copied() {
+                stats_sub(tgid, &previous);
+            }
+            ALLOCS.insert(&alloc_key, &info, u64::from(BPF_ANY)).is_ok()
+        }
+        Err(_) => false,
+    };
+    if !inserted {
         count(Stat::DroppedAllocsFull);
         stats_sub(tgid, &info);
         return;
@@ -337,14 +354,16 @@ fn take_alloc(tgid: u32, addr: u64) -> Option<AllocInfo> {
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     let (pid_tgid, tgid) = current();
-    let Some(config) = target(tgid) else {
-        return 0;
-    };
-    if let Some(inflight) = INFLIGHT.get_ptr_mut(&pid_tgid) {
+    let existing = INFLIGHT.get_ptr_mut(&pid_tgid);
+    if let Some(inflight) = existing {
         // SAFETY: the entry belongs to this thread; no other CPU touches it.
-        unsafe { (*inflight).depth += 1 };
-        count(Stat::Nested);
-        return 0;
+        unsafe {
+            if (*inflight).active != 0 {
+                (*inflight).depth += 1;
+                count(Stat::Nested);
+                return 0;
+            }
+        }
     }
     // SAFETY: plain helper call.
     let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
@@ -361,15 +380,16 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         AllocFn::AlignedAlloc | AllocFn::Memalign => (arg(1), 0, 0),
         AllocFn::Free => return 0,
     };
-    let weight = sample_weight(size, config.sample_rate);
     let record = InFlight {
         kind: kind as u32,
         depth: 0,
+        active: 1,
+        weight: sample_weight(size, AllocFn::cookie_sample_rate(cookie)),
+        old_valid: 0,
+        pad: 0,
         size,
         memptr,
         old_addr,
-        weight,
-        old_valid: 0,
         old: AllocInfo {
             size: 0,
             weighted_bytes: 0,
@@ -379,12 +399,18 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
             kind: 0,
         },
     };
-    if INFLIGHT
-        .insert(&pid_tgid, &record, u64::from(BPF_ANY))
-        .is_err()
-    {
-        count(Stat::DroppedInflightFull);
-        return 0;
+    match existing {
+        // SAFETY: this thread's idle entry, reused in place.
+        Some(inflight) => unsafe { *inflight = record },
+        None => {
+            if INFLIGHT
+                .insert(&pid_tgid, &record, u64::from(BPF_ANY))
+                .is_err()
+            {
+                count(Stat::DroppedInflightFull);
+                return 0;
+            }
+        }
     }
     if old_addr != 0 {
         // The old block stops being ours now: realloc may free it before returning, and another
@@ -405,22 +431,23 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     let (pid_tgid, tgid) = current();
-    if target(tgid).is_none() {
-        return 0;
-    }
     let Some(inflight) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
         count(Stat::DroppedUnmatchedReturn);
         return 0;
     };
     // SAFETY: this thread's entry.
     let record = unsafe {
+        if (*inflight).active == 0 {
+            count(Stat::DroppedUnmatchedReturn);
+            return 0;
+        }
         if (*inflight).depth > 0 {
             (*inflight).depth -= 1;
             return 0;
         }
+        (*inflight).active = 0;
         *inflight
     };
-    let _ = INFLIGHT.remove(&pid_tgid);
     let ret: u64 = ctx.ret();
     let addr = if record.kind == AllocFn::PosixMemalign as u32 {
         if ret == 0 {
@@ -461,16 +488,21 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         count(Stat::Unsampled);
         return 0;
     }
-    record_alloc(&ctx, tgid, addr, record.size, record.weight, record.kind);
+    // SAFETY: a return probe's context is the user registers at the return address.
+    let regs = unsafe {
+        UserRegs {
+            ip: (*ctx.regs).rip,
+            bp: (*ctx.regs).rbp,
+            caller: 0,
+        }
+    };
+    record_alloc(regs, tgid, addr, record.size, record.weight, record.kind);
     0
 }
 
 #[uprobe]
 pub fn free_enter(ctx: ProbeContext) -> u32 {
     let (_, tgid) = current();
-    if target(tgid).is_none() {
-        return 0;
-    }
     let addr: u64 = ctx.arg(0).unwrap_or(0);
     if addr == 0 {
         return 0;
@@ -482,20 +514,23 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// The return address on top of the current thread's user stack (see [`capture_stack`]).
+/// The user registers the current system call was made with, for [`capture_stack`].
 #[inline(always)]
-fn user_return_address() -> u64 {
-    // SAFETY: helper calls; the pt_regs pointer is read through the checked helper.
+fn syscall_regs() -> Option<UserRegs> {
+    // SAFETY: helper calls; the pt_regs fields are read through the checked helper.
     unsafe {
         let task = bpf_get_current_task_btf();
         let regs = bpf_task_pt_regs(task) as *const u8;
         if regs.is_null() {
-            return 0;
+            return None;
         }
-        let Ok(sp) = bpf_probe_read_kernel(regs.add(PT_REGS_SP).cast::<u64>()) else {
-            return 0;
-        };
-        bpf_probe_read_user(sp as *const u64).unwrap_or(0)
+        let read = |offset: usize| bpf_probe_read_kernel(regs.add(offset).cast::<u64>()).ok();
+        let sp = read(PT_REGS_SP)?;
+        Some(UserRegs {
+            ip: read(PT_REGS_IP)?,
+            bp: read(PT_REGS_BP)?,
+            caller: bpf_probe_read_user(sp as *const u64).unwrap_or(0),
+        })
     }
 }
 
@@ -503,13 +538,19 @@ fn user_return_address() -> u64 {
 #[inline(always)]
 fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool) -> Option<()> {
     let (pid_tgid, tgid) = current();
-    target(tgid)?;
+    if !is_target(tgid) {
+        return None;
+    }
     // Inside an allocator call, the allocator itself is mapping memory: the outer call accounts
     // for it. Unmapping needs no such care (user space ignores ranges it does not track), and a
     // nested brk is still reported, flagged, so user space follows the program break without
     // attributing the growth: free() shrinks the heap outside any allocation, and the shrink
     // must be measured from where malloc left the break.
-    let nested = kind != EventKind::Munmap && INFLIGHT.get_ptr(&pid_tgid).is_some();
+    let nested = kind != EventKind::Munmap
+        && INFLIGHT
+            .get_ptr(&pid_tgid)
+            // SAFETY: this thread's entry.
+            .is_some_and(|inflight| unsafe { (*inflight).active } != 0);
     if nested {
         count(Stat::Nested);
         if kind != EventKind::Brk {
@@ -548,7 +589,10 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool)
         EventKind::Brk => args.flags = if nested { BRK_NESTED } else { 0 },
         EventKind::Exit | EventKind::Exec => {}
     }
-    if with_stack && let Some((id, trace)) = capture_stack(ctx, user_return_address()) {
+    if with_stack
+        && let Some(regs) = syscall_regs()
+        && let Some((id, trace)) = capture_stack(regs)
+    {
         let key = StackKey {
             tgid,
             pad: 0,
@@ -668,10 +712,16 @@ pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
-    let (_, tgid) = current();
-    // SAFETY: offsets from the tracepoint's format file.
+    let (pid_tgid, tgid) = current();
+    if !is_target(tgid) {
+        return 0;
+    }
+    // The thread's reusable entries go with it.
+    let _ = INFLIGHT.remove(&pid_tgid);
+    let _ = SYSCALLS.remove(&pid_tgid);
+    // SAFETY: offset from the tracepoint's format file.
     let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
-    if group_dead == 0 || target(tgid).is_none() {
+    if group_dead == 0 {
         return 0;
     }
     let _ = TARGETS.remove(&tgid);
@@ -689,7 +739,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
     let (_, tgid) = current();
-    if target(tgid).is_none() {
+    if !is_target(tgid) {
         return 0;
     }
     // SAFETY: plain helper call.

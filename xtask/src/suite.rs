@@ -1,12 +1,14 @@
 //! `cargo xtask test`: the whole check a change must pass, as a sequence of named steps (set-up,
 //! formatting, lints on the host and BPF targets, unit tests, release build, end-to-end suite)
-//! that stops at the first failure and ends with the wall time of every step it ran.
-use std::process::Command;
+//! that stops at the first failure and ends with the wall time of every step it ran and one
+//! `tests: N passed, M failed` line over every test run.
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::process::{cargo, run, target_dir};
+use crate::process::{cargo, display, run, target_dir};
 use crate::{daemon, setup};
 
 /// Which parts of the suite to run.
@@ -25,6 +27,7 @@ pub fn test(parts: Parts) -> Result<()> {
     let mut steps = Steps::default();
     let result = run_steps(&mut steps, parts);
     steps.print_times();
+    println!("tests: {} passed, {} failed", steps.passed, steps.failed);
     result
 }
 
@@ -47,16 +50,16 @@ fn run_steps(steps: &mut Steps, parts: Parts) -> Result<()> {
                 .arg(target_dir().join("ebpf-clippy"))
                 .args(["--", "-D", "warnings"]))
         })?;
-        steps.run("unit tests", || {
-            let args = "test --workspace --exclude leakmon-tests --exclude monitor-ebpf";
-            run(&mut cargo_with(args)?)
-        })?;
+        let args =
+            "test --workspace --exclude leakmon-tests --exclude monitor-ebpf --lib --bins --tests";
+        let mut unit = cargo_with(args)?;
+        steps.run_tests("unit tests", &mut unit)?;
     }
     if parts != Parts::NoE2e {
         let leakmon = steps.run("release build", daemon::build_release)?;
-        steps.run("end-to-end tests", || {
-            run(cargo_with("test --release -p leakmon-tests")?.env("LEAKMON_BIN", &leakmon))
-        })?;
+        let mut e2e = cargo_with("test --release -p leakmon-tests")?;
+        e2e.env("LEAKMON_BIN", &leakmon);
+        steps.run_tests("end-to-end tests", &mut e2e)?;
     }
     Ok(())
 }
@@ -68,10 +71,29 @@ fn cargo_with(args: &str) -> Result<Command> {
     Ok(cargo)
 }
 
-/// The steps run so far and how long each took.
+/// The steps run so far, how long each took, and the tests they ran.
 #[derive(Debug, Default)]
 struct Steps {
     times: Vec<(&'static str, Duration)>,
+    passed: u64,
+    failed: u64,
+}
+
+/// The counts of one `test result: ok. N passed; M failed; ...` line of the test harness.
+fn parse_result_line(line: &str) -> Option<(u64, u64)> {
+    let rest = line.trim().strip_prefix("test result: ")?;
+    let count = |word: &str| {
+        rest.split(';').find_map(|part| {
+            part.trim()
+                .strip_suffix(word)?
+                .trim()
+                .rsplit(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+    };
+    Some((count(" passed")?, count(" failed")?))
 }
 
 impl Steps {
@@ -82,6 +104,36 @@ impl Steps {
         let result = step();
         self.times.push((name, start.elapsed()));
         result.with_context(|| format!("step `{name}` failed"))
+    }
+
+    /// Runs a `cargo test` step, echoing its output and adding up its test counts.
+    fn run_tests(&mut self, name: &'static str, command: &mut Command) -> Result<()> {
+        let line = display(command);
+        let mut counts = (0, 0);
+        let result = self.run(name, || {
+            println!("$ {line}");
+            let mut child = command
+                .stdout(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("cannot start `{line}`"))?;
+            let stdout = child.stdout.take().context("no stdout")?;
+            for output in BufReader::new(stdout).lines() {
+                let output = output.context("reading the test output")?;
+                println!("{output}");
+                if let Some((passed, failed)) = parse_result_line(&output) {
+                    counts.0 += passed;
+                    counts.1 += failed;
+                }
+            }
+            let status = child.wait().context("waiting for the tests")?;
+            if !status.success() {
+                bail!("`{line}` failed ({status})");
+            }
+            Ok(())
+        });
+        self.passed += counts.0;
+        self.failed += counts.1;
+        result
     }
 
     fn print_times(&self) {
@@ -112,4 +164,17 @@ pub fn parse_parts(args: &[String]) -> Result<Parts> {
         parts = chosen;
     }
     Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_result_line;
+
+    #[test]
+    fn reads_the_harness_summary() {
+        let line = "test result: ok. 23 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; \
+                    finished in 177.97s";
+        assert_eq!(parse_result_line(line), Some((23, 1)));
+        assert_eq!(parse_result_line("running 3 tests"), None);
+    }
 }
