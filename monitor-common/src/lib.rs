@@ -146,10 +146,18 @@ pub struct AllocInfo {
     pub timestamp_ns: u64,
     /// Id of the allocating stack in the stacks map.
     pub stack_id: u64,
-    /// Sampling weight in units of [`WEIGHT_ONE`].
+    /// Sampling weight in units of [`WEIGHT_ONE`]; 0 marks a tombstone: the allocation was
+    /// freed and the entry waits to be reused by the next allocation at the same address.
     pub weight: u32,
     /// The [`AllocFn`] that made it.
     pub kind: u32,
+}
+
+impl AllocInfo {
+    /// Whether the entry is a freed allocation kept for reuse rather than a live one.
+    pub const fn is_tombstone(&self) -> bool {
+        self.weight == 0
+    }
 }
 
 /// Key of a stack: the process and a 64-bit hash of its frames.

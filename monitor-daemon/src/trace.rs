@@ -32,6 +32,9 @@ use crate::{
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
 const MAP_ANONYMOUS: u64 = 0x20;
+/// How often the kernel's entries of freed allocations are swept, and how old they must be.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
 /// How long a command gets to exit after SIGTERM at the end of the window.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
 
@@ -162,9 +165,22 @@ struct Session {
     exited: bool,
     execs: u32,
     initial_exec: bool,
+    last_sweep: Instant,
 }
 
 impl Session {
+    /// Sweeps the kernel's tombstones now and then (see [`Tracer::sweep_tombstones`]).
+    fn sweep(&mut self) -> Result<(), TraceError> {
+        if self.last_sweep.elapsed() < SWEEP_INTERVAL {
+            return Ok(());
+        }
+        self.last_sweep = Instant::now();
+        let before = monotonic_ns().saturating_sub(SWEEP_MIN_AGE.as_nanos() as u64);
+        let swept = self.tracer.sweep_tombstones(before)?;
+        debug!("swept {swept} freed allocations");
+        Ok(())
+    }
+
     fn sample(&mut self) -> Result<(), TraceError> {
         let mut totals: HashMap<u64, f64> = self
             .tracer
@@ -317,6 +333,7 @@ pub async fn trace(
         exited: false,
         execs: 0,
         initial_exec: held.is_some(),
+        last_sweep: Instant::now(),
     };
     let mut child: Option<RunningChild> = match held {
         Some(held) => Some(held.release()?),
@@ -339,6 +356,7 @@ pub async fn trace(
         tokio::select! {
             _ = ticker.tick() => {
                 session.sample()?;
+                session.sweep()?;
                 session.refresh_modules();
                 if session.exited && child.is_none() {
                     break End::Exited(None);

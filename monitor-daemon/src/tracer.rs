@@ -465,11 +465,34 @@ impl Tracer {
                 what: "reading allocations",
                 source,
             })?;
-            if key.tgid == pid.get() {
+            if key.tgid == pid.get() && !info.is_tombstone() {
                 out.push((key.addr, info));
             }
         }
         Ok(out)
+    }
+
+    /// Deletes the tombstones (entries of freed allocations kept for reuse, see the kernel's
+    /// `take_alloc`) of allocations made before `before_ns` (CLOCK_MONOTONIC): addresses the
+    /// program has not reused since. Returns how many were deleted.
+    ///
+    /// An entry the kernel revives between this read and the delete would be lost; only cold
+    /// entries are swept to make that unlikely.
+    pub fn sweep_tombstones(&mut self, before_ns: u64) -> Result<usize, TracerError> {
+        let cold: Vec<AllocKey> = self
+            .allocs
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, info)| info.is_tombstone() && info.timestamp_ns < before_ns)
+            .map(|(key, _)| key)
+            .collect();
+        for key in &cold {
+            ignore_missing(self.allocs.remove(key)).map_err(|source| TracerError::Map {
+                what: "sweeping freed allocations",
+                source,
+            })?;
+        }
+        Ok(cold.len())
     }
 
     /// The frames of a stack of `pid`, innermost first, if the kernel has it.

@@ -31,8 +31,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_prandom_u32,
-            bpf_ktime_get_coarse_ns, bpf_task_pt_regs,
+            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_prandom_u32, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint, uprobe, uretprobe},
@@ -319,20 +318,21 @@ fn record_alloc(regs: UserRegs, tgid: u32, addr: u64, size: u64, weight: u32, ki
         weight,
         kind,
     };
-    let inserted = match ALLOCS.insert(&alloc_key, &info, u64::from(BPF_NOEXIST)) {
-        Ok(()) => true,
-        Err(EEXIST) => {
-            // An allocation at an address we still hold means we missed its free: retire the
-            // old record.
-            // SAFETY: the value is copied before the map is modified.
-            if let Some(previous) = unsafe { ALLOCS.get(&alloc_key) }.copied() {
-                stats_sub(tgid, &previous);
+    // Allocators hand freed addresses out again quickly, so most allocations land on an entry
+    // left as a tombstone by `take_alloc`: it is rewritten in place, with no map update.
+    if let Some(slot) = ALLOCS.get_ptr_mut(&alloc_key) {
+        // SAFETY: a live map value; no other thread can be handed this address concurrently.
+        unsafe {
+            if (*slot).weight != 0 {
+                // An allocation at an address we still hold means we missed its free.
+                stats_sub(tgid, &*slot);
             }
-            ALLOCS.insert(&alloc_key, &info, u64::from(BPF_ANY)).is_ok()
+            *slot = info;
         }
-        Err(_) => false,
-    };
-    if !inserted {
+    } else if ALLOCS
+        .insert(&alloc_key, &info, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
         count(Stat::DroppedAllocsFull);
         stats_sub(tgid, &info);
         return;
@@ -340,13 +340,31 @@ fn record_alloc(regs: UserRegs, tgid: u32, addr: u64, size: u64, weight: u32, ki
     count(Stat::Allocs);
 }
 
-/// Removes the allocation at `addr`, returning its record.
+/// Allocations at least this large are deleted when freed rather than left as tombstones:
+/// allocators map them on their own (glibc's default mmap threshold is 128 KiB), so their
+/// addresses are rarely handed out again.
+const TOMBSTONE_MAX_SIZE: u64 = 128 * 1024;
+
+/// Removes the allocation at `addr`, returning its record. A small allocation's entry stays as
+/// a tombstone (`weight == 0`) for the next allocation at the same address to reuse in place,
+/// which saves a map delete and an insert (the most expensive operations of the hot path); user
+/// space sweeps tombstones that stay unused.
 #[inline(always)]
 fn take_alloc(tgid: u32, addr: u64) -> Option<AllocInfo> {
     let key = AllocKey { tgid, pad: 0, addr };
-    // SAFETY: the value is copied before the map is modified.
-    let info = unsafe { ALLOCS.get(&key) }.copied()?;
-    ALLOCS.remove(&key).ok()?;
+    let slot = ALLOCS.get_ptr_mut(&key)?;
+    // SAFETY: a live map value; the address is being freed by this thread.
+    let info = unsafe {
+        if (*slot).weight == 0 {
+            return None;
+        }
+        let info = *slot;
+        (*slot).weight = 0;
+        info
+    };
+    if info.size >= TOMBSTONE_MAX_SIZE {
+        let _ = ALLOCS.remove(&key);
+    }
     stats_sub(tgid, &info);
     Some(info)
 }

@@ -10,8 +10,8 @@ use anyhow::{Context as _, Result, bail};
 use crate::daemon;
 use crate::process::{command, display, output, run, target_dir, workspace_root};
 
-/// Runs of each configuration; the median is reported.
-const RUNS: usize = 5;
+/// Rounds of runs; medians are reported.
+const RUNS: usize = 7;
 /// Loop iterations untraced (fast) and probed (each pair hits three probes).
 const ITERATIONS_UNTRACED: u64 = 20_000_000;
 const ITERATIONS_PROBED: u64 = 400_000;
@@ -93,43 +93,57 @@ pub fn bench() -> Result<()> {
             iterations: ITERATIONS_PROBED,
         },
     ];
-    let mut results = Vec::new();
-    for mode in &modes {
-        let samples = (0..RUNS)
-            .map(|_| measure(&leakmon, mode, &bench_loop))
-            .collect::<Result<Vec<_>>>()?;
-        let value = median(samples.clone());
-        println!(
-            "{:<32} {value:>10.1} ns per malloc+free  (runs: {samples:.1?})",
-            mode.name
-        );
-        results.push(value);
+    // Runs are interleaved (each round runs every configuration once) and ratios are taken
+    // within a round, so a slow spell of a shared host weighs on all configurations alike.
+    let mut samples = vec![Vec::new(); modes.len()];
+    for round in 1..=RUNS {
+        for (mode, mode_samples) in modes.iter().zip(&mut samples) {
+            mode_samples.push(measure(&leakmon, mode, &bench_loop)?);
+        }
+        println!("round {round}/{RUNS} done");
     }
-    let [untraced, entry, chosen, traced] = results[..] else {
-        bail!("expected four results");
+    let results: Vec<f64> = samples
+        .iter()
+        .map(|values| median(values.clone()))
+        .collect();
+    let ratio = |a: usize, b: usize| {
+        median(
+            samples[a]
+                .iter()
+                .zip(&samples[b])
+                .map(|(x, y)| x / y)
+                .collect(),
+        )
+    };
+    let [untraced, ..] = results[..] else {
+        bail!("no results");
     };
     println!();
-    println!("| configuration | ns per malloc+free | vs untraced |");
-    println!("|---|---:|---:|");
-    for (mode, value) in modes.iter().zip(&results) {
-        println!("| {} | {value:.1} | {:.1}x |", mode.name, value / untraced);
+    println!("| configuration | ns per malloc+free (median) | runs |");
+    println!("|---|---:|---|");
+    for ((mode, value), runs) in modes.iter().zip(&results).zip(&samples) {
+        println!("| {} | {value:.1} | {runs:.0?} |", mode.name);
     }
     println!();
     println!(
-        "leakmon trace / empty probes at chosen offsets: {:.2}x (target <= 1.3x)",
-        traced / chosen
+        "empty probes at chosen offsets / untraced:           {:.0}x",
+        results[2] / untraced
     );
     println!(
-        "empty probes at entries / at chosen offsets:    {:.2}x",
-        entry / chosen
+        "empty probes at entries / at chosen offsets:         {:.2}x",
+        ratio(1, 2)
     );
     println!(
-        "leakmon trace / empty probes at entries:        {:.2}x",
-        traced / entry
+        "leakmon trace / empty probes at chosen offsets:      {:.2}x (target <= 1.3x)",
+        ratio(3, 2)
     );
     println!(
-        "median of {RUNS} runs; {ITERATIONS_UNTRACED} pairs untraced, {ITERATIONS_PROBED} pairs probed; \
-         command: cargo xtask bench"
+        "leakmon trace / empty probes at entries:             {:.2}x",
+        ratio(3, 1)
+    );
+    println!(
+        "medians over {RUNS} interleaved rounds; {ITERATIONS_UNTRACED} pairs untraced, \
+         {ITERATIONS_PROBED} pairs probed; command: cargo xtask bench"
     );
     Ok(())
 }
