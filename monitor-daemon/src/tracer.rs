@@ -73,6 +73,16 @@ pub enum TracerError {
         /// What aya said.
         source: MapError,
     },
+    /// The kernel's verifier rejected a program (its log is written at debug level).
+    #[error(
+        "the kernel rejected {program}: {reason} (run with --log-level debug for the verifier log)"
+    )]
+    Verifier {
+        /// The program.
+        program: &'static str,
+        /// The load error, without the log.
+        reason: std::io::Error,
+    },
     /// A program failed to load or attach.
     #[error("{what} failed: {source}")]
     Program {
@@ -191,20 +201,14 @@ impl Tracer {
         ] {
             uprobe(&mut ebpf, name)?
                 .load()
-                .map_err(|source| TracerError::Program {
-                    what: format!("loading {name}"),
-                    source,
-                })?;
+                .map_err(|source| load_error(name, source))?;
         }
         for (name, category, event) in TRACEPOINTS {
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .and_then(|program| program.try_into().ok())
                 .ok_or(TracerError::MissingProgram(name))?;
-            program.load().map_err(|source| TracerError::Program {
-                what: format!("loading {name}"),
-                source,
-            })?;
+            program.load().map_err(|source| load_error(name, source))?;
             program
                 .attach(category, event)
                 .map_err(|source| TracerError::Program {
@@ -533,6 +537,27 @@ impl Tracer {
             out[stat as usize] = values.iter().sum();
         }
         Ok(out)
+    }
+}
+
+/// A failed program load: the verifier's log, which runs to hundreds of lines, goes to the debug
+/// log rather than into the one-line error.
+fn load_error(program: &'static str, source: ProgramError) -> TracerError {
+    match source {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            debug!("verifier log of {program}:\n{verifier_log}");
+            TracerError::Verifier {
+                program,
+                reason: io_error,
+            }
+        }
+        source => TracerError::Program {
+            what: format!("loading {program}"),
+            source,
+        },
     }
 }
 
