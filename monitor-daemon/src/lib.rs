@@ -12,3 +12,5 @@ pub mod symbolize;
 pub mod trace;
 pub mod tracer;
 pub mod trend;
+pub mod config;
+pub mod model;

@@ -1,0 +1,104 @@
+//! The daemon's view of the host, shared by the process watcher, the tracing manager, the HTTP
+//! API, the Prometheus metrics and the on-call CLI (which reads it back from the API as JSON).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a process is suspected of leaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reason {
+    /// Resident memory keeps growing.
+    Rss,
+    /// Virtual memory keeps growing.
+    Vsz,
+    /// Open file descriptors keep growing.
+    Fds,
+}
+
+impl Reason {
+    /// The lowercase name used in JSON and metric labels.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Rss => "rss",
+            Self::Vsz => "vsz",
+            Self::Fds => "fds",
+        }
+    }
+}
+
+/// What the daemon knows about one process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessView {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/PID/stat` field 22): with the pid, the
+    /// identity of the process, so a reused pid never continues another's history.
+    pub start_time_ticks: u64,
+    /// Command name.
+    pub comm: String,
+    /// systemd unit, when the process is in one.
+    pub unit: Option<String>,
+    /// cgroup v2 path.
+    pub cgroup: Option<String>,
+    /// Resident set size.
+    pub rss_bytes: u64,
+    /// Virtual memory size.
+    pub vsz_bytes: u64,
+    /// Resident anonymous memory.
+    pub anon_bytes: u64,
+    /// Swapped-out memory.
+    pub swap_bytes: u64,
+    /// Threads.
+    pub threads: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// Robust RSS growth over the watch window.
+    pub rss_growth_bytes_per_second: f64,
+    /// Robust VSZ growth over the watch window.
+    pub vsz_growth_bytes_per_second: f64,
+    /// Robust growth of open file descriptors over the watch window.
+    pub fd_growth_per_second: f64,
+    /// Whether the process is suspected of leaking.
+    pub suspected: bool,
+    /// Why (empty unless suspected).
+    pub reasons: Vec<Reason>,
+    /// Seconds until the growing resource runs out (the cgroup memory limit, MemAvailable when
+    /// unlimited, or the open-files limit), when it is growing.
+    pub seconds_until_exhaustion: Option<f64>,
+    /// Whether the allocation tracer is attached to it now.
+    pub traced: bool,
+    /// Outstanding bytes the tracer sees, while traced.
+    pub outstanding_bytes: Option<u64>,
+    /// Id of its latest stored report.
+    pub latest_report: Option<String>,
+}
+
+/// Health of the kernel side.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProbeHealth {
+    /// Whether the eBPF programs are loaded.
+    pub loaded: bool,
+    /// Why they are not (not root, no BTF, ...).
+    pub error: Option<String>,
+    /// Counters of ordinary activity since the daemon started, by name.
+    pub events: BTreeMap<String, u64>,
+    /// Counters of lost data since the daemon started, by name.
+    pub dropped: BTreeMap<String, u64>,
+    /// Entries in each kernel map, by map name.
+    pub map_entries: BTreeMap<String, u64>,
+    /// Processes the tracer is attached to.
+    pub traced_pids: Vec<u32>,
+}
+
+/// Everything the daemon publishes, refreshed at each watch interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// When it was taken, in seconds since the Unix epoch.
+    pub updated_unix_seconds: f64,
+    /// Every watched process, most relevant first: suspected, then by RSS growth, then by RSS.
+    pub processes: Vec<ProcessView>,
+    /// The kernel side.
+    pub probes: ProbeHealth,
+}
