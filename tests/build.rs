@@ -77,6 +77,14 @@ const PROGRAMS: &[Program] = &[
     scenario("cache_plateau", "cache_plateau.c", Language::C),
     scenario("sawtooth", "sawtooth.c", Language::C),
     scenario("churn", "churn.c", Language::C),
+    scenario("rss_leak", "rss_leak.c", Language::C),
+    scenario("vsz_leak", "vsz_leak.c", Language::C),
+    scenario("fd_leak", "fd_leak.c", Language::C),
+    scenario(
+        "startup_then_plateau",
+        "startup_then_plateau.c",
+        Language::C,
+    ),
     Program {
         extra: &["-static", "-nostdlib", "-fno-stack-protector"],
         ..scenario("static_prog", "static_prog.c", Language::C)

@@ -217,6 +217,10 @@ pub struct InFlight {
     pub memptr: u64,
     /// `realloc`'s old pointer (0 when none).
     pub old_addr: u64,
+    /// The stack pointer at entry: a call on the same thread with a stack pointer at or above
+    /// it cannot be nested inside this one, so this one lost its return (an exception or
+    /// `longjmp` through the allocator) and its entry is stale.
+    pub sp: u64,
     /// The record of `old_addr`, removed at entry so a concurrent reuse of that address by
     /// another thread is never confused with it.
     pub old: AllocInfo,
@@ -344,7 +348,8 @@ pub enum Stat {
     DroppedInflightFull = 9,
     /// Events lost because the ring buffer was full.
     DroppedRingbufFull = 10,
-    /// Return probes that found no matching entry (the entry was dropped).
+    /// Allocator calls whose entry and return probes did not pair up (a return without its
+    /// entry, or an entry whose return never came): the call is not recorded.
     DroppedUnmatchedReturn = 11,
 }
 

@@ -2,14 +2,20 @@
 //! one line on stderr and a non-zero exit code.
 
 use std::{
-    fs::File, io::Write as _, num::NonZeroU32, path::PathBuf, process::ExitCode, time::Duration,
+    fs::File, io::Write as _, net::SocketAddr, num::NonZeroU32, path::PathBuf, process::ExitCode,
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use monitor_daemon::{
+    client::{Client, ReportFormat},
+    daemon::{self, RunOptions},
     launch::ExitStatus,
+    oncall,
     report::{self, OutputFormat},
+    session::SessionParams,
+    top,
     trace::{self, Target, TraceOptions},
     tracer::{EmptyPlacement, MAX_SAMPLE_RATE, MapLimits},
 };
@@ -18,21 +24,74 @@ use monitor_daemon::{
 #[derive(Debug, Parser)]
 #[command(name = "leakmon", version, about)]
 struct Cli {
-    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
-    #[arg(long, global = true, default_value = "warn")]
-    log_level: log::LevelFilter,
+    /// Log level (error, warn, info, debug, trace); default info for `run`, warn otherwise;
+    /// RUST_LOG overrides.
+    #[arg(long, global = true)]
+    log_level: Option<log::LevelFilter>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon in the foreground: watch every process, trace suspects, serve the HTTP
+    /// API and Prometheus metrics (SIGHUP reloads the configuration, SIGTERM stops).
+    Run(RunArgs),
+    /// Show the daemon's suspects, traced processes and probe health.
+    Status(DaemonArgs),
+    /// Print the latest report the daemon keeps for a process.
+    Report(ReportArgs),
+    /// A live view of the daemon's processes, sorted by growth.
+    Top(TopArgs),
     /// Trace one process's allocations and report the stacks whose outstanding memory keeps
     /// growing.
     Trace(TraceArgs),
     /// Run a command with empty probes where the allocator probes would go (what the
     /// breakpoints alone cost; used by `cargo xtask bench`).
     ProbeCost(ProbeCostArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Configuration file (TOML); every key has a default (see deploy/config.toml).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address of the HTTP API and metrics (overrides daemon.listen).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Where reports are kept (overrides daemon.state_dir).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DaemonArgs {
+    /// Address of the daemon's HTTP API.
+    #[arg(long, default_value = "127.0.0.1:9464")]
+    daemon: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    daemon: DaemonArgs,
+    /// The process.
+    pid: NonZeroU32,
+    /// Report format (text, json, folded, pprof, svg).
+    #[arg(long, default_value = "text", value_parser = str::parse::<ReportFormat>)]
+    format: ReportFormat,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct TopArgs {
+    #[command(flatten)]
+    daemon: DaemonArgs,
+    /// Seconds between refreshes.
+    #[arg(long, default_value = "2", value_parser = parse_seconds)]
+    interval: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -111,8 +170,12 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run(_) => log::LevelFilter::Info,
+        _ => log::LevelFilter::Warn,
+    };
     env_logger::Builder::new()
-        .filter_level(cli.log_level)
+        .filter_level(cli.log_level.unwrap_or(default_level))
         .parse_env("RUST_LOG")
         .format_timestamp_millis()
         .init();
@@ -127,6 +190,20 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run(args) => run_daemon(args),
+        Command::Status(args) => {
+            print!("{}", oncall::status(&Client::new(args.daemon))?);
+            Ok(())
+        }
+        Command::Report(args) => {
+            let bytes = oncall::report(
+                &Client::new(args.daemon.daemon),
+                args.pid.get(),
+                args.format,
+            )?;
+            write_output(args.output.as_deref(), &bytes)
+        }
+        Command::Top(args) => Ok(top::run(&Client::new(args.daemon.daemon), args.interval)?),
         Command::Trace(args) => run_trace(args),
         Command::ProbeCost(args) => run_probe_cost(args),
     }
@@ -137,6 +214,36 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
+    let options = RunOptions {
+        config_path: args.config,
+        listen: args.listen,
+        state_dir: args.state_dir,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(daemon::run(options))?;
+    Ok(())
+}
+
+fn write_output(path: Option<&std::path::Path>, bytes: &[u8]) -> anyhow::Result<()> {
+    match path {
+        Some(path) => {
+            std::fs::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout
+                .write_all(bytes)
+                .and_then(|()| stdout.flush())
+                .context("writing to standard output")
+        }
+    }
 }
 
 fn run_probe_cost(args: ProbeCostArgs) -> anyhow::Result<()> {
@@ -174,10 +281,12 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
     let options = TraceOptions {
         target,
         duration: args.duration,
-        interval: args.interval,
-        min_age: args.min_age,
-        top: args.top,
-        sample_rate: args.sample_rate,
+        params: SessionParams {
+            interval: args.interval,
+            min_age: args.min_age,
+            top: args.top,
+            sample_rate: args.sample_rate,
+        },
         limits: MapLimits {
             allocations: args.max_allocations,
             stacks: args.max_stacks,

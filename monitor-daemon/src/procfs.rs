@@ -1,5 +1,7 @@
 //! Reading `/proc`: memory maps, command name, memory status, open descriptors, start time,
-//! cgroup and systemd unit of a process, and the list of processes.
+//! cgroup, systemd unit and open-files limit of a process, the one-read summary of
+//! `/proc/PID/stat`, the list of processes, the host's uptime and available memory, and the
+//! system's page size and clock tick.
 //!
 //! Every reader has a pure parser taking the file's text (`parse_*`), so the formats are tested
 //! on literal samples. A process that exits while it is being read gives [`ProcError::Gone`].
@@ -130,6 +132,22 @@ pub struct Status {
     pub threads: u64,
 }
 
+/// The figures of `/proc/PID/stat` the process watcher samples, all from one cheap read. The
+/// memory figures are 0 when the process has no address space (a kernel thread or a zombie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stat {
+    /// Command name (field 2, without the parentheses).
+    pub comm: String,
+    /// Number of threads (field 20).
+    pub num_threads: u64,
+    /// Start time in clock ticks since boot (field 22).
+    pub start_time_ticks: u64,
+    /// Virtual size, bytes (field 23).
+    pub vsize_bytes: u64,
+    /// Resident set size, pages (field 24).
+    pub rss_pages: u64,
+}
+
 const DELETED_SUFFIX: &str = " (deleted)";
 
 fn proc_path(pid: Pid, name: &str) -> PathBuf {
@@ -202,6 +220,70 @@ pub fn start_time_ticks(pid: Pid) -> Result<u64, ProcError> {
 pub fn cgroup_path(pid: Pid) -> Result<Option<String>, ProcError> {
     let (_, text) = read_text(pid, "cgroup")?;
     Ok(parse_cgroup(&text))
+}
+
+/// Reads `/proc/PID/stat`: command name, threads, start time, virtual and resident size in
+/// one read, cheaper than [`read_status`].
+pub fn read_stat(pid: Pid) -> Result<Stat, ProcError> {
+    let (path, text) = read_text(pid, "stat")?;
+    parse_stat(&text).map_err(|e| e.at(&path))
+}
+
+/// Counts the open file descriptors of the process. The kernel reports the count as the size
+/// of `/proc/PID/fd` since Linux 6.2, one `stat` instead of reading the directory; older kernels
+/// report 0, and then (or when the process really has none) the directory is counted.
+pub fn open_fds(pid: Pid) -> Result<u64, ProcError> {
+    let path = proc_path(pid, "fd");
+    let size = fs::metadata(&path)
+        .map_err(|e| classify(pid, &path, e))?
+        .len();
+    if size > 0 {
+        Ok(size)
+    } else {
+        count_fds(pid).map(|n| n as u64)
+    }
+}
+
+/// Reads the soft limit on open files of the process (`Max open files` in
+/// `/proc/PID/limits`); `None` when unlimited.
+pub fn read_open_files_limit(pid: Pid) -> Result<Option<u64>, ProcError> {
+    let (path, text) = read_text(pid, "limits")?;
+    parse_open_files_limit(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads the seconds since boot from `/proc/uptime` (the clock of process start times).
+pub fn read_uptime() -> Result<f64, ProcError> {
+    let (path, text) = read_host_text("uptime")?;
+    parse_uptime(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads the memory available for new allocations without swapping, bytes (`MemAvailable` in
+/// `/proc/meminfo`).
+pub fn read_mem_available() -> Result<u64, ProcError> {
+    let (path, text) = read_host_text("meminfo")?;
+    parse_mem_available(&text).map_err(|e| e.at(&path))
+}
+
+/// The size of a memory page, bytes (the unit of [`Stat::rss_pages`]).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
+/// Clock ticks per second (the unit of [`Stat::start_time_ticks`]).
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(ticks).ok().filter(|&t| t > 0).unwrap_or(100)
+}
+
+fn read_host_text(name: &str) -> Result<(PathBuf, String), ProcError> {
+    let path = PathBuf::from(format!("/proc/{name}"));
+    match fs::read(&path) {
+        Ok(bytes) => Ok((path, String::from_utf8_lossy(&bytes).into_owned())),
+        Err(source) => Err(ProcError::Io { path, source }),
+    }
 }
 
 /// Lists the processes (the numeric entries of `/proc`), in increasing order.
@@ -368,6 +450,85 @@ pub fn parse_stat_start_time(text: &str) -> Result<u64, ParseError> {
         .map_err(|_| ParseError::new(1, format!("bad start time {field:?}")))
 }
 
+/// Parses the text of `/proc/PID/stat` into the figures of [`Stat`]. The command name may hold
+/// spaces and parentheses: it runs from the first `(` to the last `)`.
+pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
+    let open = text
+        .find('(')
+        .ok_or_else(|| ParseError::new(1, "no '(' opening the command name"))?;
+    let close = text
+        .rfind(')')
+        .filter(|&c| c > open)
+        .ok_or_else(|| ParseError::new(1, "no ')' closing the command name"))?;
+    // Fields 3 (state) onwards; field N is at index N - 3.
+    let fields: Vec<&str> = text[close + 1..].split_whitespace().take(24 - 2).collect();
+    let number = |field: usize, what: &str| -> Result<u64, ParseError> {
+        let raw = fields
+            .get(field - 3)
+            .ok_or_else(|| ParseError::new(1, format!("fewer than {field} fields")))?;
+        raw.parse()
+            .map_err(|_| ParseError::new(1, format!("bad {what} {raw:?}")))
+    };
+    Ok(Stat {
+        comm: text[open + 1..close].to_owned(),
+        num_threads: number(20, "thread count")?,
+        start_time_ticks: number(22, "start time")?,
+        vsize_bytes: number(23, "virtual size")?,
+        rss_pages: number(24, "resident size")?,
+    })
+}
+
+/// Parses the soft `Max open files` limit of the text of `/proc/PID/limits`; `None` when
+/// unlimited.
+pub fn parse_open_files_limit(text: &str) -> Result<Option<u64>, ParseError> {
+    for (i, line) in text.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("Max open files") else {
+            continue;
+        };
+        return match rest.split_whitespace().next() {
+            Some("unlimited") => Ok(None),
+            Some(soft) => soft
+                .parse()
+                .map(Some)
+                .map_err(|_| ParseError::new(i + 1, format!("bad soft limit {soft:?}"))),
+            None => Err(ParseError::new(i + 1, "no soft limit")),
+        };
+    }
+    Err(ParseError::new(
+        text.lines().count(),
+        "no Max open files line",
+    ))
+}
+
+/// Parses the text of `/proc/uptime`: the first number, seconds since boot.
+pub fn parse_uptime(text: &str) -> Result<f64, ParseError> {
+    let first = text.split_whitespace().next().unwrap_or("");
+    first
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .ok_or_else(|| ParseError::new(1, format!("bad uptime {first:?}")))
+}
+
+/// Parses `MemAvailable` of the text of `/proc/meminfo`, bytes.
+pub fn parse_mem_available(text: &str) -> Result<u64, ParseError> {
+    for (i, line) in text.lines().enumerate() {
+        let Some(rest) = line.strip_prefix("MemAvailable:") else {
+            continue;
+        };
+        let mut words = rest.split_whitespace();
+        let number = words.next().and_then(|n| n.parse::<u64>().ok());
+        return match (number, words.next()) {
+            (Some(kib), Some("kB")) => Ok(kib.saturating_mul(1024)),
+            _ => Err(ParseError::new(i + 1, format!("bad MemAvailable {rest:?}"))),
+        };
+    }
+    Err(ParseError::new(
+        text.lines().count(),
+        "no MemAvailable line",
+    ))
+}
+
 /// Parses the text of `/proc/PID/cgroup`, giving the path of the unified (`0::`) hierarchy.
 pub fn parse_cgroup(text: &str) -> Option<String> {
     text.lines()
@@ -449,6 +610,74 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
         assert_eq!(parse_stat_start_time(plain), Ok(42));
         assert!(parse_stat_start_time("1 (short) S 0 1").is_err());
         assert!(parse_stat_start_time("no parenthesis").is_err());
+    }
+
+    #[test]
+    fn parses_stat_summary() {
+        assert_eq!(
+            parse_stat(STAT),
+            Ok(Stat {
+                comm: "my (odd) ) (prog".into(),
+                num_threads: 3,
+                start_time_ticks: 987654,
+                vsize_bytes: 123456789,
+                rss_pages: 456,
+            })
+        );
+        let kthread = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 3 0 0 \
+                       18446744073709551615 0 0 0 0 0 0 0 2147483647 0 0 0 0 17 0 0 0 0 0 0\n";
+        let stat = parse_stat(kthread).unwrap();
+        assert_eq!(
+            (stat.comm.as_str(), stat.vsize_bytes, stat.rss_pages),
+            ("kthreadd", 0, 0)
+        );
+        assert_eq!((stat.num_threads, stat.start_time_ticks), (1, 3));
+        assert_eq!(
+            parse_stat("1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 42 4096")
+                .unwrap_err()
+                .reason,
+            "fewer than 24 fields"
+        );
+        assert!(parse_stat("1 (x) S 0 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 one 0 42 4096 1").is_err());
+        assert!(parse_stat("1 )x( S").is_err());
+        assert!(parse_stat("no parenthesis").is_err());
+    }
+
+    const LIMITS: &str = "\
+Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max processes             96365                96365                processes 
+Max open files            1024                 524288               files     
+Max locked memory         8388608              8388608              bytes     
+";
+
+    #[test]
+    fn parses_open_files_limit() {
+        assert_eq!(parse_open_files_limit(LIMITS), Ok(Some(1024)));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), Ok(None));
+        assert!(parse_open_files_limit("Max open files            many   x\n").is_err());
+        assert!(parse_open_files_limit("Max open files\n").is_err());
+        assert!(parse_open_files_limit("Max processes 1 1 processes\n").is_err());
+    }
+
+    #[test]
+    fn parses_uptime_and_mem_available() {
+        assert_eq!(parse_uptime("350735.47 234388.90\n"), Ok(350735.47));
+        assert!(parse_uptime("").is_err());
+        assert!(parse_uptime("-1 2\n").is_err());
+        assert!(parse_uptime("nan 2\n").is_err());
+
+        let meminfo = "MemTotal:       32768000 kB\nMemFree:         1000000 kB\n\
+                       MemAvailable:   23913144 kB\nBuffers:          123456 kB\n";
+        assert_eq!(parse_mem_available(meminfo), Ok(23913144 * 1024));
+        assert!(parse_mem_available("MemTotal: 1 kB\n").is_err());
+        assert_eq!(
+            parse_mem_available("MemAvailable: 12\n").unwrap_err().line,
+            1
+        );
+        assert!(parse_mem_available("MemAvailable: lots kB\n").is_err());
     }
 
     #[test]
@@ -565,6 +794,25 @@ SigQ:\t0/63422
         assert!(start > 0);
         assert_eq!(start_time_ticks(pid).unwrap(), start);
 
+        let stat = read_stat(pid).unwrap();
+        assert_eq!(stat.start_time_ticks, start);
+        assert_eq!(stat.comm, comm);
+        assert!(stat.num_threads >= 1 && stat.rss_pages > 0);
+        assert!(stat.vsize_bytes >= stat.rss_pages * page_size());
+        let file = fs::File::open("/proc/self/status").unwrap();
+        let fast = open_fds(pid).unwrap();
+        drop(file);
+        assert!(fast >= 4, "{fast}");
+        assert!(
+            read_open_files_limit(pid)
+                .unwrap()
+                .is_none_or(|l| l >= fast)
+        );
+        let uptime = read_uptime().unwrap();
+        assert!(uptime >= start as f64 / clock_ticks_per_second() as f64);
+        assert!(read_mem_available().unwrap() > 0);
+        assert!(page_size().is_power_of_two());
+
         if let Some(cgroup) = cgroup_path(pid).unwrap() {
             assert!(cgroup.starts_with('/'), "{cgroup}");
         }
@@ -585,6 +833,9 @@ SigQ:\t0/63422
             count_fds(pid).map(drop),
             start_time_ticks(pid).map(drop),
             cgroup_path(pid).map(drop),
+            read_stat(pid).map(drop),
+            open_fds(pid).map(drop),
+            read_open_files_limit(pid).map(drop),
         ] {
             match result {
                 Err(ProcError::Gone { pid: p }) => assert_eq!(p, pid),

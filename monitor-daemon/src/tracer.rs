@@ -18,7 +18,7 @@ use aya::{
 };
 use log::{debug, info};
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT,
+    AllocFn, AllocInfo, AllocKey, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT,
     SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
 };
 
@@ -111,6 +111,20 @@ pub enum EmptyPlacement {
     Entry,
     /// At the offsets leakmon chose (see `placement`).
     Chosen,
+}
+
+/// Per process, per stack id, the kernel's running totals.
+pub type StackTotalsByProcess = StdHashMap<u32, StdHashMap<u64, StackStats>>;
+
+/// What a sweep of the allocations map found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// Outstanding allocations.
+    pub live: usize,
+    /// Tombstones deleted.
+    pub swept: usize,
+    /// Tombstones recent enough to keep.
+    pub kept_tombstones: usize,
 }
 
 /// Capacities of the kernel maps.
@@ -265,8 +279,10 @@ impl Tracer {
         let mut sites = Vec::new();
         for object in objects {
             for site in &object.sites {
+                // The return probe goes first: an entry recorded before its return probe is
+                // attached would wait for a return that never comes.
                 let programs: &[&'static str] = if site.function.allocates() {
-                    &["alloc_enter", "alloc_exit"]
+                    &["alloc_exit", "alloc_enter"]
                 } else {
                     &["free_enter"]
                 };
@@ -280,7 +296,7 @@ impl Tracer {
                     self.detach(pid);
                     return Err(err);
                 }
-                info!(
+                debug!(
                     "pid {pid}: {} probe at {}+{:#x} ({}, {}) in {}",
                     site.symbol,
                     site.symbol,
@@ -303,6 +319,11 @@ impl Tracer {
                 });
             }
         }
+        info!(
+            "pid {pid}: {} allocator probes attached ({} on emulated instructions)",
+            sites.len(),
+            sites.iter().filter(|site| site.emulated).count()
+        );
         Ok(sites)
     }
 
@@ -350,7 +371,7 @@ impl Tracer {
                     EmptyPlacement::Chosen => site.file_offset,
                 };
                 let programs: &[&'static str] = if site.function.allocates() {
-                    &["empty_enter", "empty_exit"]
+                    &["empty_exit", "empty_enter"]
                 } else {
                     &["empty_enter"]
                 };
@@ -461,6 +482,25 @@ impl Tracer {
         Ok(totals)
     }
 
+    /// Outstanding bytes and allocations per stack of every traced process, in one pass over
+    /// the kernel's map, with the number of entries it holds.
+    pub fn stack_totals_by_process(&self) -> Result<(StackTotalsByProcess, usize), TracerError> {
+        let mut totals = StackTotalsByProcess::new();
+        let mut entries = 0;
+        for entry in self.stack_stats.iter() {
+            let (key, stats) = entry.map_err(|source| TracerError::Map {
+                what: "reading stack totals",
+                source,
+            })?;
+            entries += 1;
+            totals
+                .entry(key.tgid)
+                .or_default()
+                .insert(key.stack_id, stats);
+        }
+        Ok((totals, entries))
+    }
+
     /// Every outstanding allocation of `pid`: (address, record).
     pub fn allocations(&self, pid: NonZeroU32) -> Result<Vec<(u64, AllocInfo)>, TracerError> {
         let mut out = Vec::new();
@@ -478,25 +518,41 @@ impl Tracer {
 
     /// Deletes the tombstones (entries of freed allocations kept for reuse, see the kernel's
     /// `take_alloc`) of allocations made before `before_ns` (CLOCK_MONOTONIC): addresses the
-    /// program has not reused since. Returns how many were deleted.
+    /// program has not reused since.
     ///
     /// An entry the kernel revives between this read and the delete would be lost; only cold
     /// entries are swept to make that unlikely.
-    pub fn sweep_tombstones(&mut self, before_ns: u64) -> Result<usize, TracerError> {
-        let cold: Vec<AllocKey> = self
-            .allocs
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, info)| info.is_tombstone() && info.timestamp_ns < before_ns)
-            .map(|(key, _)| key)
-            .collect();
+    pub fn sweep_tombstones(&mut self, before_ns: u64) -> Result<Sweep, TracerError> {
+        let mut sweep = Sweep::default();
+        let mut cold = Vec::new();
+        for (key, info) in self.allocs.iter().filter_map(Result::ok) {
+            if !info.is_tombstone() {
+                sweep.live += 1;
+            } else if info.timestamp_ns < before_ns {
+                cold.push(key);
+            } else {
+                sweep.kept_tombstones += 1;
+            }
+        }
         for key in &cold {
             ignore_missing(self.allocs.remove(key)).map_err(|source| TracerError::Map {
                 what: "sweeping freed allocations",
                 source,
             })?;
         }
-        Ok(cold.len())
+        sweep.swept = cold.len();
+        Ok(sweep)
+    }
+
+    /// Entries of the small maps, by map name (the allocations map is counted by
+    /// [`Tracer::sweep_tombstones`], the stack totals by [`Tracer::stack_totals_by_process`]).
+    pub fn map_entries(&self) -> Vec<(&'static str, u64)> {
+        vec![
+            ("TARGETS", self.targets.keys().count() as u64),
+            ("STACKS", self.stacks.keys().count() as u64),
+            ("INFLIGHT", self.inflight.keys().count() as u64),
+            ("SYSCALLS", self.syscalls.keys().count() as u64),
+        ]
     }
 
     /// The frames of a stack of `pid`, innermost first, if the kernel has it.
@@ -558,6 +614,19 @@ fn load_error(program: &'static str, source: ProgramError) -> TracerError {
             what: format!("loading {program}"),
             source,
         },
+    }
+}
+
+/// Hands every event waiting in the ring buffer to `handle`, oldest first.
+pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) {
+    while let Some(item) = ring.next() {
+        if item.len() < size_of::<Event>() {
+            continue;
+        }
+        // SAFETY: the kernel wrote a whole `Event`; read_unaligned copes with alignment.
+        let event = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
+        drop(item);
+        handle(event);
     }
 }
 

@@ -372,14 +372,21 @@ fn take_alloc(tgid: u32, addr: u64) -> Option<AllocInfo> {
 #[uprobe]
 pub fn alloc_enter(ctx: ProbeContext) -> u32 {
     let (pid_tgid, tgid) = current();
+    // SAFETY: a uprobe's context is the user registers at the probe.
+    let sp = unsafe { (*ctx.regs).rsp };
     let existing = INFLIGHT.get_ptr_mut(&pid_tgid);
     if let Some(inflight) = existing {
         // SAFETY: the entry belongs to this thread; no other CPU touches it.
         unsafe {
             if (*inflight).active != 0 {
-                (*inflight).depth += 1;
-                count(Stat::Nested);
-                return 0;
+                if sp < (*inflight).sp {
+                    (*inflight).depth += 1;
+                    count(Stat::Nested);
+                    return 0;
+                }
+                // Not deeper than the call in flight: that call never returned through its
+                // probe, so its entry is stale and this call starts afresh.
+                count(Stat::DroppedUnmatchedReturn);
             }
         }
     }
@@ -408,6 +415,7 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         size,
         memptr,
         old_addr,
+        sp,
         old: AllocInfo {
             size: 0,
             weighted_bytes: 0,

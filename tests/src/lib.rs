@@ -1,6 +1,8 @@
 //! The end-to-end test harness: where the scenario programs and the `leakmon` binary are, how to
 //! run `leakmon trace` on a scenario (or on a running one, by pid) under a hard timeout, and
-//! assertions over the report it writes.
+//! assertions over the report it writes; and, for the daemon, a [`Daemon`] guard that runs
+//! `leakmon run` on a free loopback port with a throw-away state directory, and a minimal
+//! blocking HTTP client ([`http_request`]) to talk to it.
 //!
 //! Traces run one at a time (a process-wide lock): they share two CPUs, and the tests measure
 //! rates. Every run's stderr is echoed to the test's own output, which the test runner shows
@@ -8,7 +10,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
-use std::io::Read;
+use std::io::{Read, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -18,6 +21,8 @@ use std::time::{Duration, Instant};
 
 pub use monitor_daemon::report::{Frame, Report, StackReport};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tempfile::TempDir;
 
 /// A leakmon run (and the scenario it traces) is killed after this long.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
@@ -421,12 +426,13 @@ impl BackgroundLeakmon {
 
     /// Waits for it to end (at most [`TIMEOUT`]).
     pub fn finish(self) -> LeakmonRun {
-        let finished = self.0.finish();
-        LeakmonRun {
-            status: finished.status,
-            stdout: finished.stdout,
-            stderr: finished.stderr,
-        }
+        self.0.finish().into()
+    }
+
+    /// Waits for it to end, at most `limit` from now.
+    pub fn finish_within(mut self, limit: Duration) -> LeakmonRun {
+        self.0.set_limit(limit);
+        self.0.finish().into()
     }
 }
 
@@ -469,6 +475,342 @@ pub fn loaded_leakmon_programs() -> Vec<String> {
         .collect()
 }
 
+/// A process started in the background in a process group of its own (a scenario, a Prometheus
+/// server, ...); the whole group is killed when this is dropped.
+pub struct BackgroundProcess(Running);
+
+impl std::fmt::Debug for BackgroundProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackgroundProcess")
+            .field("what", &self.0.what)
+            .field("pid", &self.pid())
+            .finish()
+    }
+}
+
+impl BackgroundProcess {
+    /// Starts `command`, named `what` in messages. It is never killed for running long: only
+    /// when this is dropped.
+    pub fn spawn(command: Command, what: &str) -> Self {
+        BackgroundProcess(Running::spawn(command, what))
+    }
+
+    /// Starts the scenario program `name` with `args`.
+    pub fn scenario(name: &str, args: &[&str]) -> Self {
+        let mut command = Command::new(scenario_path(name));
+        command.args(args);
+        Self::spawn(command, name)
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.0.child.id()
+    }
+
+    /// Panics, with what it printed on stderr, if it has exited.
+    pub fn assert_running(&mut self) {
+        if self.0.has_exited() {
+            let status = self.0.child.try_wait().ok().flatten();
+            self.0.kill_group();
+            let stderr = join_output(self.0.stderr.take());
+            panic!(
+                "{} (pid {}) exited early ({status:?}); its stderr:\n{stderr}",
+                self.0.what,
+                self.pid()
+            );
+        }
+    }
+}
+
+/// A loopback address with a port that was free a moment ago (the kernel picked it for a
+/// listener that is closed again), for a server the test starts.
+pub fn free_local_addr() -> SocketAddr {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding a free loopback port");
+    listener
+        .local_addr()
+        .expect("the address of a bound listener")
+}
+
+/// An HTTP response: the status code, the headers (names lowercased) and the body.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The headers in order, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The body as text (lossily).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON into `T`; panics, showing the body, when it does not parse.
+    pub fn json<T: DeserializeOwned>(&self) -> T {
+        serde_json::from_slice(&self.body).unwrap_or_else(|error| {
+            panic!(
+                "the body of an HTTP {} response is not the expected JSON ({error}): {}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+}
+
+/// How long one HTTP exchange may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one HTTP/1.1 request (`Connection: close`, no body) to `addr` and reads the whole
+/// response; `Err` with a description when the connection or the response fails.
+pub fn http_request(addr: SocketAddr, method: &str, target: &str) -> Result<HttpResponse, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)
+        .map_err(|error| format!("connecting to {addr}: {error}"))?;
+    stream
+        .set_read_timeout(Some(HTTP_TIMEOUT))
+        .and_then(|()| stream.set_write_timeout(Some(HTTP_TIMEOUT)))
+        .map_err(|error| format!("setting timeouts: {error}"))?;
+    let request = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: \
+         0\r\nAccept: */*\r\n\r\n"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|error| format!("sending {method} {target} to {addr}: {error}"))?;
+    let mut raw = Vec::new();
+    stream
+        .read_to_end(&mut raw)
+        .map_err(|error| format!("reading the response to {method} {target}: {error}"))?;
+    parse_response(&raw).map_err(|error| format!("{method} {target}: {error}"))
+}
+
+/// Parses a whole HTTP/1.x response as read until the connection closed.
+fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
+    let head_end = raw
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .ok_or_else(|| format!("no end of headers in {:?}", String::from_utf8_lossy(raw)))?;
+    let head = std::str::from_utf8(&raw[..head_end])
+        .map_err(|error| format!("headers are not UTF-8: {error}"))?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let headers: Vec<(String, String)> = lines
+        .map(|line| match line.split_once(':') {
+            Some((name, value)) => Ok((name.trim().to_lowercase(), value.trim().to_owned())),
+            None => Err(format!("bad header line {line:?}")),
+        })
+        .collect::<Result<_, _>>()?;
+    let body = &raw[head_end + 4..];
+    let chunked = headers.iter().any(|(name, value)| {
+        name == "transfer-encoding" && value.to_lowercase().contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_vec()
+    };
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// Decodes a chunked transfer encoding (trailers ignored).
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest
+            .windows(2)
+            .position(|window| window == b"\r\n")
+            .ok_or("a chunk size line without an end")?;
+        let size_line = String::from_utf8_lossy(&rest[..line_end]);
+        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(size_hex, 16)
+            .map_err(|error| format!("bad chunk size {size_line:?}: {error}"))?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = rest
+            .get(..size)
+            .ok_or_else(|| format!("a chunk of {size} bytes is cut short"))?;
+        body.extend_from_slice(chunk);
+        rest = rest.get(size + 2..).ok_or("a chunk without its line end")?;
+    }
+}
+
+/// How long the daemon may take to answer `/healthz` after it starts.
+pub const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the daemon may take to exit after SIGTERM.
+pub const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `leakmon run` in the background on a free loopback port, with a temporary state directory
+/// and config file; dropping it sends SIGTERM, waits (at most [`DAEMON_STOP_TIMEOUT`], then
+/// kills it) and echoes its stderr to the test's output. Hold [`serial`] while it runs.
+pub struct Daemon {
+    /// `None` once it was stopped.
+    process: Option<Running>,
+    addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field(
+                "pid",
+                &self.process.as_ref().map(|process| process.child.id()),
+            )
+            .field("addr", &self.addr)
+            .field("dir", &self.dir.path())
+            .finish()
+    }
+}
+
+impl Daemon {
+    /// Starts `leakmon run --config FILE --listen ADDR --state-dir DIR` with `config` as the
+    /// file, and waits until `GET /healthz` answers 200 (at most [`DAEMON_START_TIMEOUT`]).
+    pub fn start(config: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("leakmon-daemon-")
+            .tempdir()
+            .expect("creating a temporary directory");
+        let config_path = dir.path().join("leakmon.toml");
+        std::fs::write(&config_path, config)
+            .unwrap_or_else(|error| panic!("writing {}: {error}", config_path.display()));
+        let state_dir = dir.path().join("state");
+        let addr = free_local_addr();
+        let mut command = Command::new(leakmon_bin());
+        command
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--state-dir")
+            .arg(&state_dir);
+        let mut daemon = Daemon {
+            process: Some(Running::spawn(command, "leakmon run")),
+            addr,
+            dir,
+        };
+        daemon.wait_healthy();
+        daemon
+    }
+
+    fn wait_healthy(&mut self) {
+        let started = Instant::now();
+        loop {
+            let process = self.process.as_mut().expect("the daemon runs");
+            if process.has_exited() {
+                let finished = self.process.take().expect("the daemon runs").stop();
+                panic!(
+                    "leakmon run exited at start ({}); its stderr:\n{}",
+                    finished.status, finished.stderr
+                );
+            }
+            let last = match http_request(self.addr, "GET", "/healthz") {
+                Ok(response) if response.status == 200 => return,
+                Ok(response) => format!("HTTP {}: {}", response.status, response.text()),
+                Err(error) => error,
+            };
+            assert!(
+                started.elapsed() < DAEMON_START_TIMEOUT,
+                "leakmon run did not answer GET /healthz with 200 within {} s; last: {last}",
+                DAEMON_START_TIMEOUT.as_secs()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its state directory (`--state-dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Sends a request without a body; panics when the exchange fails.
+    pub fn request(&self, method: &str, target: &str) -> HttpResponse {
+        http_request(self.addr, method, target)
+            .unwrap_or_else(|error| panic!("the daemon did not answer: {error}"))
+    }
+
+    /// `GET target`: panics unless the answer is 200 with JSON that parses into `T`.
+    pub fn get_json<T: DeserializeOwned>(&self, target: &str) -> T {
+        self.get_ok(target).json()
+    }
+
+    /// `GET target`: panics unless the answer is 200; returns its body as text.
+    pub fn get_text(&self, target: &str) -> String {
+        self.get_ok(target).text()
+    }
+
+    /// `GET target`: panics unless the answer is 200.
+    pub fn get_ok(&self, target: &str) -> HttpResponse {
+        let response = self.request("GET", target);
+        assert_eq!(
+            response.status,
+            200,
+            "GET {target} answered {}: {}",
+            response.status,
+            response.text()
+        );
+        response
+    }
+
+    /// `POST target` without a body, whatever the answer.
+    pub fn post(&self, target: &str) -> HttpResponse {
+        self.request("POST", target)
+    }
+
+    /// Sends SIGTERM and waits for the daemon to exit (at most [`DAEMON_STOP_TIMEOUT`], then it
+    /// is killed and the status says so); returns how it ended and how long that took.
+    pub fn terminate(mut self) -> (LeakmonRun, Duration) {
+        let process = self.process.take().expect("the daemon runs");
+        let started = Instant::now();
+        let finished = terminate(process);
+        (finished.into(), started.elapsed())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            let finished = terminate(process);
+            eprintln!(
+                "leakmon run -> {}; stderr:\n{}",
+                finished.status, finished.stderr
+            );
+        }
+    }
+}
+
+/// SIGTERM, then [`Running::stop`] within [`DAEMON_STOP_TIMEOUT`].
+fn terminate(mut process: Running) -> Finished {
+    let pid = libc::pid_t::try_from(process.child.id()).expect("a pid fits in pid_t");
+    if !process.has_exited() {
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+    process.set_limit(DAEMON_STOP_TIMEOUT);
+    process.stop()
+}
+
 /// A child process in a process group of its own, with its output collected by two threads;
 /// the whole group is killed at the deadline or when this is dropped before it ended.
 struct Running {
@@ -476,6 +818,8 @@ struct Running {
     child: Child,
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Option<JoinHandle<Vec<u8>>>,
+    /// How long it may run, from its start or from the last [`Running::set_limit`].
+    limit: Duration,
     deadline: Instant,
     reaped: bool,
 }
@@ -504,39 +848,78 @@ impl Running {
             child,
             stdout,
             stderr,
+            limit: TIMEOUT,
             deadline: Instant::now() + TIMEOUT,
             reaped: false,
         }
     }
 
+    /// Moves the deadline to `limit` from now.
+    fn set_limit(&mut self, limit: Duration) {
+        self.limit = limit;
+        self.deadline = Instant::now() + limit;
+    }
+
+    /// Whether the process has exited (and is reaped).
+    fn has_exited(&mut self) -> bool {
+        let exited = self
+            .child
+            .try_wait()
+            .unwrap_or_else(|error| panic!("waiting for {}: {error}", self.what))
+            .is_some();
+        self.reaped |= exited;
+        exited
+    }
+
     /// Waits until the process has exited and every holder of its output (the processes it
-    /// started) has closed it, killing the group at the deadline.
-    fn finish(mut self) -> Finished {
-        let status = loop {
-            if let Some(status) = self
-                .child
-                .try_wait()
-                .unwrap_or_else(|error| panic!("waiting for {}: {error}", self.what))
+    /// started) has closed it; `None` once the deadline is reached first.
+    fn wait_for_end(&mut self) -> Option<ExitStatus> {
+        loop {
+            if self.has_exited()
+                && self.stdout.as_ref().is_none_or(JoinHandle::is_finished)
+                && self.stderr.as_ref().is_none_or(JoinHandle::is_finished)
             {
-                self.reaped = true;
-                if self.stdout.as_ref().is_none_or(JoinHandle::is_finished)
-                    && self.stderr.as_ref().is_none_or(JoinHandle::is_finished)
-                {
-                    break status;
-                }
+                return self.child.try_wait().ok().flatten();
             }
             if Instant::now() >= self.deadline {
-                self.kill_group();
-                let stderr = join_output(self.stderr.take());
-                panic!(
-                    "{} was still running (or a process it started was) after {} s and was \
-                     killed; its stderr:\n{stderr}",
-                    self.what,
-                    TIMEOUT.as_secs()
-                );
+                return None;
             }
             thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the process has exited and every holder of its output (the processes it
+    /// started) has closed it, killing the group and panicking at the deadline.
+    fn finish(mut self) -> Finished {
+        let Some(status) = self.wait_for_end() else {
+            self.kill_group();
+            let stderr = join_output(self.stderr.take());
+            panic!(
+                "{} was still running (or a process it started was) after {} s and was \
+                 killed; its stderr:\n{stderr}",
+                self.what,
+                self.limit.as_secs()
+            );
         };
+        self.collect(status)
+    }
+
+    /// Like [`Running::finish`], but kills the group at the deadline instead of panicking (for
+    /// use in `Drop`); the status then says it was killed.
+    fn stop(mut self) -> Finished {
+        let status = match self.wait_for_end() {
+            Some(status) => status,
+            None => {
+                self.kill_group();
+                self.child
+                    .wait()
+                    .unwrap_or_else(|error| panic!("waiting for {}: {error}", self.what))
+            }
+        };
+        self.collect(status)
+    }
+
+    fn collect(&mut self, status: ExitStatus) -> Finished {
         Finished {
             status,
             stdout: join_output(self.stdout.take()),
@@ -564,6 +947,16 @@ impl Drop for Running {
             .any(|reader| reader.as_ref().is_some_and(|reader| !reader.is_finished()));
         if !self.reaped || output_open {
             self.kill_group();
+        }
+    }
+}
+
+impl From<Finished> for LeakmonRun {
+    fn from(finished: Finished) -> Self {
+        LeakmonRun {
+            status: finished.status,
+            stdout: finished.stdout,
+            stderr: finished.stderr,
         }
     }
 }
@@ -635,6 +1028,32 @@ mod tests {
             leak_function: Some("leak_steady".to_owned()),
             leaked_bytes,
         }
+    }
+
+    #[test]
+    fn http_responses_parse_plain_and_chunked() {
+        let plain = parse_response(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n\r\n{\"error\":\"x\"}",
+        )
+        .expect("a plain response");
+        assert_eq!(plain.status, 404);
+        assert_eq!(
+            plain.headers,
+            [("content-type".to_owned(), "application/json".to_owned())]
+        );
+        assert_eq!(plain.json::<serde_json::Value>()["error"], "x");
+        let chunked = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n",
+        )
+        .expect("a chunked response");
+        assert_eq!(chunked.status, 200);
+        assert_eq!(chunked.text(), "hello, world");
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\n").is_err());
+        assert!(parse_response(b"SSH-2.0\r\n\r\n").is_err());
+        assert!(
+            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\nhello")
+                .is_err()
+        );
     }
 
     #[test]

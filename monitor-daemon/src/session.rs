@@ -1,0 +1,453 @@
+//! One process being traced: what user space keeps beside the kernel maps while the window
+//! runs (the per-stack series of outstanding bytes, the memory-mapping regions, the history of
+//! mapped code), and the [`Report`] built from it all at the end. `leakmon trace` runs one
+//! session; the daemon runs several on one shared [`Tracer`].
+//!
+//! Stacks are merged by their normalized frames (object and file offset, not raw address), so a
+//! library loaded at a new address after each `dlopen` still adds up to one stack.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    num::NonZeroU32,
+    time::{Duration, Instant},
+};
+
+use log::debug;
+use monitor_common::{
+    AllocInfo, BRK_NESTED, Event, EventKind, STAT_COUNT, StackStats, Stat, WEIGHT_ONE,
+};
+
+use crate::{
+    allocators::AllocatorObject,
+    procfs::ProcError,
+    regions::Regions,
+    report::{Frame, ProbeSite, Report, StackReport, Totals},
+    symbolize::{ModuleHistory, Symbolizer},
+    tracer::{Tracer, TracerError},
+    trend::{self, LeakRule},
+};
+
+/// `MAP_ANONYMOUS` from `<sys/mman.h>`.
+const MAP_ANONYMOUS: u64 = 0x20;
+
+/// The parameters of a session that shape its report.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionParams {
+    /// Time between samples of the per-stack totals.
+    pub interval: Duration,
+    /// Only allocations at least this old count as outstanding in the report.
+    pub min_age: Duration,
+    /// Stacks kept in the report.
+    pub top: usize,
+    /// Mean bytes between samples; 0 records every allocation.
+    pub sample_rate: u64,
+}
+
+/// The clock the kernel programs stamp allocations with (`bpf_ktime_get_ns`).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a live local.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000_000 + now.tv_nsec as u64
+}
+
+/// Outstanding bytes per stack at each sample time.
+#[derive(Debug, Default)]
+struct Series {
+    times: Vec<f64>,
+    bytes: HashMap<u64, Vec<f64>>,
+}
+
+impl Series {
+    fn push(&mut self, time: f64, totals: &HashMap<u64, f64>) {
+        let ticks = self.times.len();
+        self.times.push(time);
+        for (stack, &bytes) in totals {
+            let series = self.bytes.entry(*stack).or_insert_with(|| vec![0.0; ticks]);
+            series.push(bytes);
+        }
+        for series in self.bytes.values_mut() {
+            if series.len() == ticks {
+                series.push(0.0);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.times.clear();
+        self.bytes.clear();
+    }
+}
+
+/// Per-stack outstanding memory at the end of the window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Outstanding {
+    bytes: u64,
+    weight: u64,
+    oldest_ns: Option<u64>,
+}
+
+impl Outstanding {
+    fn add(&mut self, bytes: u64, weight: u64, timestamp_ns: Option<u64>) {
+        self.bytes += bytes;
+        self.weight += weight;
+        self.oldest_ns = match (self.oldest_ns, timestamp_ns) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Normalized identity of a frame: object and file offset when known, else the raw address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum FrameKey {
+    Module(String, u64),
+    Address(u64),
+}
+
+/// One traced process.
+#[derive(Debug)]
+pub struct Session {
+    pid: NonZeroU32,
+    params: SessionParams,
+    probes: Vec<ProbeSite>,
+    regions: Regions,
+    history: ModuleHistory,
+    series: Series,
+    started: Instant,
+    counters_at_start: [u64; STAT_COUNT as usize],
+    notes: Vec<String>,
+    exited: bool,
+    execs: u32,
+    launched: bool,
+    outstanding_bytes: u64,
+    cut_short: bool,
+}
+
+impl Session {
+    /// Attaches the allocator probes to `pid` and starts the window. `launched` says the
+    /// process is a command held before `execve` (its first exec is then expected).
+    pub fn start(
+        tracer: &mut Tracer,
+        pid: NonZeroU32,
+        objects: &[AllocatorObject],
+        params: SessionParams,
+        launched: bool,
+    ) -> Result<Self, TracerError> {
+        let counters_at_start = tracer.counters()?;
+        let probes = tracer.attach(pid, objects, params.sample_rate)?;
+        let mut session = Self {
+            pid,
+            params,
+            probes,
+            regions: Regions::default(),
+            history: ModuleHistory::default(),
+            series: Series::default(),
+            started: Instant::now(),
+            counters_at_start,
+            notes: Vec::new(),
+            exited: false,
+            execs: 0,
+            launched,
+            outstanding_bytes: 0,
+            cut_short: false,
+        };
+        if !launched {
+            session.refresh_modules();
+        }
+        Ok(session)
+    }
+
+    /// The traced process.
+    pub fn pid(&self) -> NonZeroU32 {
+        self.pid
+    }
+
+    /// Time since the window started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Whether the process has exited.
+    pub fn exited(&self) -> bool {
+        self.exited
+    }
+
+    /// Outstanding bytes at the latest sample, over all stacks.
+    pub fn outstanding_bytes(&self) -> u64 {
+        self.outstanding_bytes
+    }
+
+    /// Adds a sentence to the report's notes.
+    pub fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    /// Marks the report partial because the window was cut short, saying why.
+    pub fn cut_short(&mut self, why: String) {
+        self.cut_short = true;
+        self.notes.push(why);
+    }
+
+    /// Records the mapped code of the process (so frames stay symbolizable after it is gone).
+    pub fn refresh_modules(&mut self) {
+        match self.history.refresh(self.pid.get()) {
+            Ok(()) => {}
+            Err(ProcError::Gone { .. }) => self.exited = true,
+            Err(err) => debug!("reading the mappings of pid {}: {err}", self.pid),
+        }
+    }
+
+    /// Takes a sample of every stack's outstanding bytes; `totals` are this process's per-stack
+    /// totals read from the kernel (see [`Tracer::stack_totals`]).
+    pub fn sample(&mut self, totals: &HashMap<u64, StackStats>) {
+        let mut bytes: HashMap<u64, f64> = totals
+            .iter()
+            .map(|(&stack, stats)| (stack, stats.bytes as f64))
+            .collect();
+        for (stack, usage) in self.regions.per_stack() {
+            *bytes.entry(stack).or_default() += usage.bytes as f64;
+        }
+        self.outstanding_bytes = bytes.values().sum::<f64>() as u64;
+        self.series
+            .push(self.started.elapsed().as_secs_f64(), &bytes);
+    }
+
+    /// Applies one event of this process from the kernel.
+    pub fn handle(&mut self, tracer: &mut Tracer, event: &Event) -> Result<(), TracerError> {
+        log::trace!("event {event:?}");
+        match EventKind::from_raw(event.kind) {
+            Some(EventKind::Mmap) if event.flags & MAP_ANONYMOUS != 0 => {
+                self.regions
+                    .map(event.addr, event.len, event.stack_id, event.timestamp_ns);
+            }
+            Some(EventKind::Mmap) => self.refresh_modules(),
+            Some(EventKind::Munmap) => self.regions.unmap(event.addr, event.len),
+            Some(EventKind::Mremap) => {
+                self.regions
+                    .remap(event.addr, event.len, event.new_addr, event.new_len);
+            }
+            Some(EventKind::Brk) if event.flags & BRK_NESTED != 0 => {
+                self.regions.set_break(event.new_addr);
+            }
+            Some(EventKind::Brk) => {
+                self.regions
+                    .brk(event.new_addr, event.stack_id, event.timestamp_ns);
+            }
+            Some(EventKind::Exit) => self.exited = true,
+            Some(EventKind::Exec) => {
+                self.execs += 1;
+                if self.launched && self.execs == 1 {
+                    self.refresh_modules();
+                } else {
+                    // The old image and everything it allocated are gone.
+                    tracer.purge(self.pid)?;
+                    self.regions.clear();
+                    self.series.clear();
+                    self.refresh_modules();
+                    self.notes.push(format!(
+                        "the process called execve after {:.1} s; data from before was discarded",
+                        self.started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+            None => debug!("unknown event kind {}", event.kind),
+        }
+        Ok(())
+    }
+
+    /// Ends the window: detaches the probes, takes a last sample, builds the report with the
+    /// process's command name `comm`, and releases the process's kernel state.
+    pub fn finish(
+        mut self,
+        tracer: &mut Tracer,
+        symbolizer: &mut Symbolizer,
+        comm: &str,
+    ) -> Result<Report, TracerError> {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let end_ns = monotonic_ns();
+        tracer.detach(self.pid);
+        let totals = tracer.stack_totals(self.pid)?;
+        self.sample(&totals);
+        let report = self.build_report(tracer, symbolizer, comm, elapsed, end_ns);
+        if let Err(err) = tracer.purge(self.pid) {
+            log::warn!("releasing the kernel state of pid {}: {err}", self.pid);
+        }
+        symbolizer.forget(&self.history);
+        report
+    }
+
+    fn build_report(
+        &mut self,
+        tracer: &Tracer,
+        symbolizer: &mut Symbolizer,
+        comm: &str,
+        elapsed: f64,
+        now_ns: u64,
+    ) -> Result<Report, TracerError> {
+        let pid = self.pid;
+        let min_age_ns = u64::try_from(self.params.min_age.as_nanos()).unwrap_or(u64::MAX);
+        let old_enough = |timestamp_ns: u64| now_ns.saturating_sub(timestamp_ns) >= min_age_ns;
+
+        let mut outstanding: HashMap<u64, Outstanding> = HashMap::new();
+        for (_, info) in tracer.allocations(pid)? {
+            let AllocInfo {
+                weighted_bytes,
+                weight,
+                timestamp_ns,
+                stack_id,
+                ..
+            } = info;
+            if old_enough(timestamp_ns) {
+                outstanding.entry(stack_id).or_default().add(
+                    weighted_bytes,
+                    u64::from(weight),
+                    Some(timestamp_ns),
+                );
+            }
+        }
+        for region in self.regions.iter() {
+            if old_enough(region.timestamp_ns) {
+                outstanding.entry(region.stack_id).or_default().add(
+                    region.len,
+                    u64::from(WEIGHT_ONE),
+                    Some(region.timestamp_ns),
+                );
+            }
+        }
+
+        // Group kernel stacks by their normalized frames.
+        let mut groups: BTreeMap<Vec<FrameKey>, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        let stack_ids: Vec<u64> = outstanding
+            .keys()
+            .chain(self.series.bytes.keys())
+            .copied()
+            .collect();
+        for stack_id in stack_ids {
+            let frames = if stack_id == 0 {
+                Vec::new()
+            } else {
+                tracer.stack_frames(pid, stack_id).unwrap_or_default()
+            };
+            let key: Vec<FrameKey> = frames
+                .iter()
+                .map(|&address| match self.history.normalize(address) {
+                    Some(normalized) => FrameKey::Module(normalized.module, normalized.file_offset),
+                    None => FrameKey::Address(address),
+                })
+                .collect();
+            let group = groups.entry(key).or_insert_with(|| (frames, Vec::new()));
+            if !group.1.contains(&stack_id) {
+                group.1.push(stack_id);
+            }
+        }
+
+        let rule = LeakRule::default();
+        let mut stacks = Vec::new();
+        let mut totals = Totals::default();
+        for (frames, members) in groups.values() {
+            let mut sum = Outstanding::default();
+            let mut series = vec![0.0; self.series.times.len()];
+            for member in members {
+                if let Some(part) = outstanding.get(member) {
+                    sum.add(part.bytes, part.weight, part.oldest_ns);
+                }
+                if let Some(values) = self.series.bytes.get(member) {
+                    for (total, value) in series.iter_mut().zip(values) {
+                        *total += value;
+                    }
+                }
+            }
+            let points: Vec<(f64, f64)> = self.series.times.iter().copied().zip(series).collect();
+            let assessment = trend::assess(&points, &rule);
+            let allocations = (sum.weight + u64::from(WEIGHT_ONE) / 2) / u64::from(WEIGHT_ONE);
+            totals.outstanding_bytes += sum.bytes;
+            totals.outstanding_allocations += allocations;
+            if sum.bytes == 0 && !assessment.leaking {
+                continue;
+            }
+            stacks.push((
+                frames.clone(),
+                StackReport {
+                    bytes: sum.bytes,
+                    allocations,
+                    growth_bytes_per_second: assessment.slope_per_second,
+                    oldest_age_seconds: sum
+                        .oldest_ns
+                        .map_or(0.0, |oldest| now_ns.saturating_sub(oldest) as f64 / 1e9),
+                    leaking: assessment.leaking,
+                    frames: Vec::new(),
+                },
+            ));
+        }
+        stacks.sort_by(|a, b| {
+            b.1.bytes.cmp(&a.1.bytes).then(
+                b.1.growth_bytes_per_second
+                    .total_cmp(&a.1.growth_bytes_per_second),
+            )
+        });
+        stacks.truncate(self.params.top);
+
+        let addresses: Vec<u64> = stacks
+            .iter()
+            .flat_map(|(frames, _)| frames.iter().copied())
+            .collect();
+        let mut symbolized = symbolizer.symbolize(&self.history, &addresses).into_iter();
+        let stacks = stacks
+            .into_iter()
+            .map(|(frames, mut report)| {
+                report.frames = frames
+                    .iter()
+                    .zip(symbolized.by_ref())
+                    .flat_map(|(_, frames)| frames)
+                    .collect::<Vec<Frame>>();
+                report
+            })
+            .collect();
+
+        let counters = tracer.counters()?;
+        let mut dropped = BTreeMap::new();
+        let mut events = BTreeMap::new();
+        for stat in Stat::ALL {
+            let value =
+                counters[stat as usize].saturating_sub(self.counters_at_start[stat as usize]);
+            if stat.is_drop() {
+                dropped.insert(stat.name().to_owned(), value);
+            } else {
+                events.insert(stat.name().to_owned(), value);
+            }
+        }
+        let lost = dropped.values().any(|&count| count > 0);
+        let partial = lost || self.cut_short;
+        if lost {
+            self.notes
+                .push("data was lost (see `dropped`): figures are lower bounds".to_owned());
+        }
+        for probe in &self.probes {
+            if !probe.emulated {
+                self.notes.push(format!(
+                    "{} in {} is probed at +{:#x} on `{}`, which the kernel single-steps (slower)",
+                    probe.function, probe.module, probe.offset, probe.instruction
+                ));
+            }
+        }
+        Ok(Report {
+            pid: pid.get(),
+            comm: comm.to_owned(),
+            duration_seconds: elapsed,
+            interval_seconds: self.params.interval.as_secs_f64(),
+            sample_rate: self.params.sample_rate,
+            min_age_seconds: self.params.min_age.as_secs_f64(),
+            partial,
+            notes: std::mem::take(&mut self.notes),
+            probes: std::mem::take(&mut self.probes),
+            totals,
+            dropped,
+            events,
+            stacks,
+        })
+    }
+}
