@@ -217,8 +217,8 @@ pub struct InFlight {
     pub memptr: u64,
     /// `realloc`'s old pointer (0 when none).
     pub old_addr: u64,
-    /// The stack pointer at entry: a call on the same thread with a stack pointer at or above
-    /// it cannot be nested inside this one, so this one lost its return (an exception or
+    /// The stack pointer at entry: a call on the same thread with a stack pointer above it
+    /// cannot be nested inside this one, so this one lost its return (an exception or
     /// `longjmp` through the allocator) and its entry is stale.
     pub sp: u64,
     /// The record of `old_addr`, removed at entry so a concurrent reuse of that address by

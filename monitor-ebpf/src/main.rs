@@ -379,12 +379,14 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         // SAFETY: the entry belongs to this thread; no other CPU touches it.
         unsafe {
             if (*inflight).active != 0 {
-                if sp < (*inflight).sp {
+                // A nested call runs deeper in the stack, or at the same depth when the
+                // outer function tail-jumps into it (reallocarray into realloc).
+                if sp <= (*inflight).sp {
                     (*inflight).depth += 1;
                     count(Stat::Nested);
                     return 0;
                 }
-                // Not deeper than the call in flight: that call never returned through its
+                // Shallower than the call in flight: that call never returned through its
                 // probe, so its entry is stale and this call starts afresh.
                 count(Stat::DroppedUnmatchedReturn);
             }

@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: what tracing costs the traced program. One run prints nanoseconds per
 //! `malloc`+`free` pair of an allocation-heavy loop (`tests/scenarios/bench_loop.c`) untraced,
 //! with empty probes at the allocator symbols' entries, with empty probes at the offsets leakmon
-//! chooses, and under `leakmon trace`, each the median of several runs, and the ratios.
+//! chooses, and under `leakmon trace`, each the median of several runs, and the ratios; then
+//! the daemon's own cost (see `bench_daemon`).
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -145,5 +146,6 @@ pub fn bench() -> Result<()> {
         "medians over {RUNS} interleaved rounds; {ITERATIONS_UNTRACED} pairs untraced, \
          {ITERATIONS_PROBED} pairs probed; command: cargo xtask bench"
     );
+    crate::bench_daemon::bench(&leakmon, &bench_loop)?;
     Ok(())
 }

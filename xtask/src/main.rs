@@ -1,6 +1,7 @@
 //! leakmon's developer tasks (`cargo xtask <task>`): reads the command line and dispatches to the
 //! task. Every task that builds first sets up what a fresh machine lacks (see `setup`).
 mod bench;
+mod bench_daemon;
 mod daemon;
 mod process;
 mod setup;
@@ -24,7 +25,9 @@ tasks:
                       end-to-end tests; --no-e2e stops after the unit tests, --only-e2e runs
                       only the release build and the end-to-end tests
   bench               build, then measure what tracing costs an allocation-heavy loop (ns per
-                      malloc+free untraced, with empty probes, under leakmon trace)
+                      malloc+free untraced, with empty probes, under leakmon trace) and what the
+                      daemon costs (CPU and memory watching 1000 idle processes, always-on
+                      overhead on the loop)
   help                print this";
 
 fn main() -> ExitCode {
