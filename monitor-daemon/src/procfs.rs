@@ -6,6 +6,7 @@
 //! Every reader has a pure parser taking the file's text (`parse_*`), so the formats are tested
 //! on literal samples. A process that exits while it is being read gives [`ProcError::Gone`].
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -227,6 +228,60 @@ pub fn cgroup_path(pid: Pid) -> Result<Option<String>, ProcError> {
 pub fn read_stat(pid: Pid) -> Result<Stat, ProcError> {
     let (path, text) = read_text(pid, "stat")?;
     parse_stat(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads `/proc/PID/stat` of many processes again and again, keeping each file open and reading
+/// it with `pread`: the path walk of an `open` per process and sample is most of what sampling
+/// every process of a host costs. A file of a process that exited reads as [`ProcError::Gone`]
+/// (even if its pid was reused: the open file belongs to the old process) and is closed.
+#[derive(Debug, Default)]
+pub struct StatReader {
+    files: HashMap<Pid, fs::File>,
+    buffer: Vec<u8>,
+}
+
+impl StatReader {
+    /// Reads the stat of `pid`, opening its file on first use. When no more files can be kept
+    /// open, it reads without keeping one.
+    pub fn read(&mut self, pid: Pid) -> Result<Stat, ProcError> {
+        use std::os::unix::fs::FileExt as _;
+        let path = proc_path(pid, "stat");
+        let file = match self.files.entry(pid) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => match fs::File::open(&path) {
+                Ok(file) => entry.insert(file),
+                Err(err) if err.raw_os_error() == Some(libc::EMFILE) => return read_stat(pid),
+                Err(err) => return Err(classify(pid, &path, err)),
+            },
+        };
+        self.buffer.resize(4096, 0);
+        let mut filled = 0;
+        loop {
+            if filled == self.buffer.len() {
+                self.buffer.resize(filled * 2, 0);
+            }
+            match file.read_at(&mut self.buffer[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(err) => {
+                    self.files.remove(&pid);
+                    return Err(classify(pid, &path, err));
+                }
+            }
+        }
+        let text = String::from_utf8_lossy(&self.buffer[..filled]);
+        parse_stat(&text).map_err(|e| e.at(&path))
+    }
+
+    /// Closes the files of processes for which `keep` is false.
+    pub fn retain(&mut self, mut keep: impl FnMut(Pid) -> bool) {
+        self.files.retain(|pid, _| keep(*pid));
+    }
+
+    /// Number of files kept open.
+    pub fn open_files(&self) -> usize {
+        self.files.len()
+    }
 }
 
 /// Counts the open file descriptors of the process. The kernel reports the count as the size
@@ -846,5 +901,27 @@ SigQ:\t0/63422
             ProcError::Gone { pid }.to_string(),
             format!("process {pid} is gone")
         );
+    }
+
+    #[test]
+    fn stat_reader_rereads_open_files_and_drops_gone_processes() {
+        let mut reader = StatReader::default();
+        let own = std::process::id();
+        let first = reader.read(own).expect("own stat");
+        let second = reader.read(own).expect("own stat again");
+        assert_eq!(first.start_time_ticks, second.start_time_ticks);
+        assert_eq!(reader.open_files(), 1);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        assert_eq!(reader.read(pid).expect("child stat").comm, "sleep");
+        child.kill().expect("kill");
+        child.wait().expect("wait");
+        assert!(matches!(reader.read(pid), Err(ProcError::Gone { .. })));
+        assert_eq!(reader.open_files(), 1, "the gone process's file is closed");
+        reader.retain(|_| false);
+        assert_eq!(reader.open_files(), 0);
     }
 }

@@ -101,11 +101,12 @@ pub trait ProcSource {
 }
 
 /// The host's `/proc` and `/sys/fs/cgroup`.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProcFs {
     cgroup_root: PathBuf,
     page_size: u64,
     ticks_per_second: f64,
+    stats: procfs::StatReader,
 }
 
 impl ProcFs {
@@ -115,6 +116,7 @@ impl ProcFs {
             cgroup_root: PathBuf::from(CGROUP_ROOT),
             page_size: procfs::page_size(),
             ticks_per_second: procfs::clock_ticks_per_second() as f64,
+            stats: procfs::StatReader::default(),
         }
     }
 }
@@ -139,11 +141,14 @@ impl ProcSource for ProcFs {
     }
 
     fn pids(&mut self) -> Result<Vec<Pid>, ProcError> {
-        procfs::list_pids()
+        let pids = procfs::list_pids()?;
+        // list_pids is sorted.
+        self.stats.retain(|pid| pids.binary_search(&pid).is_ok());
+        Ok(pids)
     }
 
     fn stat(&mut self, pid: Pid) -> Result<Stat, ProcError> {
-        procfs::read_stat(pid)
+        self.stats.read(pid)
     }
 
     fn status(&mut self, pid: Pid) -> Result<Status, ProcError> {
