@@ -223,6 +223,30 @@ pub fn cgroup_path(pid: Pid) -> Result<Option<String>, ProcError> {
     Ok(parse_cgroup(&text))
 }
 
+/// The seccomp mode of the process (`Seccomp:` of `/proc/PID/status`): 0 none, 1 strict,
+/// 2 filter.
+pub fn seccomp_mode(pid: Pid) -> Result<u32, ProcError> {
+    let (path, text) = read_text(pid, "status")?;
+    parse_seccomp_mode(&text).map_err(|e| e.at(&path))
+}
+
+/// Parses the `Seccomp:` line of a `/proc/PID/status` text.
+pub fn parse_seccomp_mode(text: &str) -> Result<u32, ParseError> {
+    text.lines()
+        .enumerate()
+        .find_map(|(index, line)| line.strip_prefix("Seccomp:").map(|value| (index, value)))
+        .ok_or_else(|| ParseError {
+            line: 0,
+            reason: "no Seccomp line".to_owned(),
+        })
+        .and_then(|(index, value)| {
+            value.trim().parse().map_err(|_| ParseError {
+                line: index + 1,
+                reason: format!("bad Seccomp value `{}`", value.trim()),
+            })
+        })
+}
+
 /// Reads `/proc/PID/stat`: command name, threads, start time, virtual and resident size in
 /// one read, cheaper than [`read_status`].
 pub fn read_stat(pid: Pid) -> Result<Stat, ProcError> {
@@ -923,5 +947,14 @@ SigQ:\t0/63422
         assert_eq!(reader.open_files(), 1, "the gone process's file is closed");
         reader.retain(|_| false);
         assert_eq!(reader.open_files(), 0);
+    }
+
+    #[test]
+    fn seccomp_mode_is_read_from_status() {
+        let text = "Name:\tx\nSeccomp:\t2\nSeccomp_filters:\t1\n";
+        assert_eq!(parse_seccomp_mode(text).expect("parses"), 2);
+        assert!(parse_seccomp_mode("Name:\tx\n").is_err());
+        assert!(parse_seccomp_mode("Seccomp:\tlots\n").is_err());
+        assert_eq!(seccomp_mode(std::process::id()).expect("own status"), 0);
     }
 }

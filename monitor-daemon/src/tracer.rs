@@ -99,6 +99,25 @@ pub enum TracerError {
         /// What aya said.
         source: MapError,
     },
+    /// Return probes would kill the process: see [`uretprobe_uses_syscall`].
+    #[error(
+        "not tracing pid {pid}: on kernel {kernel} return probes go through the uretprobe system \
+         call, which this process's seccomp filter may kill it for (fixed in Linux 6.14)"
+    )]
+    SeccompUretprobe {
+        /// The process.
+        pid: u32,
+        /// The running kernel's release.
+        kernel: String,
+    },
+    /// The target's seccomp mode could not be read.
+    #[error("reading the seccomp mode of pid {pid}: {source}")]
+    Seccomp {
+        /// The process.
+        pid: u32,
+        /// Why.
+        source: crate::procfs::ProcError,
+    },
     /// The sample rate is out of range.
     #[error("--sample-rate must be at most {MAX_SAMPLE_RATE} bytes (got {0})")]
     SampleRate(u64),
@@ -270,6 +289,7 @@ impl Tracer {
         if sample_rate > MAX_SAMPLE_RATE {
             return Err(TracerError::SampleRate(sample_rate));
         }
+        refuse_seccomp_uretprobes(pid.get())?;
         self.targets
             .insert(pid.get(), 1, 0)
             .map_err(|source| TracerError::Map {
@@ -617,6 +637,47 @@ fn load_error(program: &'static str, source: ProgramError) -> TracerError {
     }
 }
 
+/// Whether return probes on kernel `release` (as `uname -r` prints it) return through the
+/// `uretprobe` system call without seccomp letting it pass: Linux 6.11 to 6.13. A process whose
+/// seccomp filter does not allow that system call is killed at its first probed return.
+pub fn uretprobe_uses_syscall(release: &str) -> bool {
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|part| part.parse::<u32>().ok());
+    matches!((numbers.next(), numbers.next()), (Some(6), Some(11..=13)))
+}
+
+/// The running kernel's release (`uname -r`).
+pub fn kernel_release() -> String {
+    // SAFETY: an all-zero utsname is a valid value for uname to fill.
+    let mut name: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `name` is a live local.
+    if unsafe { libc::uname(&mut name) } != 0 {
+        return String::new();
+    }
+    // SAFETY: uname leaves a NUL-terminated string in `release`.
+    unsafe { std::ffi::CStr::from_ptr(name.release.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Refuses to attach return probes to a process with a seccomp filter on the kernels where
+/// that could kill it, with a log line saying why.
+fn refuse_seccomp_uretprobes(pid: u32) -> Result<(), TracerError> {
+    let kernel = kernel_release();
+    if !uretprobe_uses_syscall(&kernel) {
+        return Ok(());
+    }
+    let mode =
+        crate::procfs::seccomp_mode(pid).map_err(|source| TracerError::Seccomp { pid, source })?;
+    if mode == 2 {
+        let refusal = TracerError::SeccompUretprobe { pid, kernel };
+        log::warn!("{refusal}");
+        return Err(refusal);
+    }
+    Ok(())
+}
+
 /// Hands every event waiting in the ring buffer to `handle`, oldest first.
 pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) {
     while let Some(item) = ring.next() {
@@ -662,6 +723,24 @@ pub fn sample_table() -> Vec<SampleBucket> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uretprobe_syscall_kernels_are_6_11_to_6_13() {
+        for release in ["6.11.0", "6.12.9-arch1-1", "6.13.2-200.fc41.x86_64"] {
+            assert!(uretprobe_uses_syscall(release), "{release}");
+        }
+        for release in [
+            "6.10.14",
+            "6.14.0",
+            "6.18.44-fc-v669",
+            "5.15.0-91-generic",
+            "7.0.1",
+            "",
+        ] {
+            assert!(!uretprobe_uses_syscall(release), "{release}");
+        }
+        assert!(kernel_release().starts_with(|c: char| c.is_ascii_digit()));
+    }
 
     #[test]
     fn sample_table_is_unbiased_and_monotonic() {
