@@ -93,6 +93,10 @@ const PROGRAMS: &[Program] = &[
         optimisation: "-O2",
         ..scenario("bench_loop", "bench_loop.c", Language::C)
     },
+    scenario("churn_spawner", "churn_spawner.c", Language::C),
+    scenario("churn_child", "churn_child.c", Language::C),
+    scenario("many_blocks", "many_blocks.c", Language::C),
+    scenario("exec_into", "exec_into.c", Language::C),
 ];
 
 fn main() {

@@ -348,8 +348,8 @@ pub enum Stat {
     DroppedInflightFull = 9,
     /// Events lost because the ring buffer was full.
     DroppedRingbufFull = 10,
-    /// Allocator calls whose entry and return probes did not pair up (a return without its
-    /// entry, or an entry whose return never came): the call is not recorded.
+    /// Allocator calls whose entry was recorded but whose return never came (an exception or
+    /// `longjmp` through the allocator): the call is not recorded.
     DroppedUnmatchedReturn = 11,
 }
 

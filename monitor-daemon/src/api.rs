@@ -4,15 +4,28 @@
 //! check.
 //!
 //! Every error is a 4xx or 5xx status with a JSON body `{"error": "one line"}` ([`ErrorBody`]).
+//!
+//! [`Access`] guards it: with a token (`daemon.token_file`) every endpoint except `/metrics` and
+//! `/healthz` requires `Authorization: Bearer TOKEN` (401 otherwise); a global token bucket
+//! bounds the request rate and a second one the traces requested (429 beyond them); request
+//! targets, headers and bodies are bounded in size (414, 431, 413).
 
+use std::fmt;
+use std::fs::File;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::io::{self, Read as _};
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
-use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::header::{
+    AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -20,10 +33,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{self, Options};
+use log::warn;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::config::DaemonConfig;
 use crate::metrics;
 use crate::model::{ProbeHealth, ProcessView, Snapshot};
 use crate::report::folded::render_folded;
@@ -32,6 +47,22 @@ use crate::store::{ReportStore, StoreError};
 
 /// Largest request body accepted; no route reads one.
 pub const MAX_BODY_BYTES: usize = 4096;
+/// Longest request target (path and query) accepted.
+pub const MAX_URI_BYTES: usize = 2048;
+/// Most bytes of header names and values accepted in one request.
+pub const MAX_HEADER_BYTES: usize = 8192;
+/// Longest API token accepted in the token file.
+pub const MAX_TOKEN_BYTES: usize = 1024;
+/// A burst of requests holds this many times `daemon.max_requests_per_second`.
+pub const BURST_SECONDS: f64 = 2.0;
+/// Traces requested through the API per second (on top of the daemon's `trace.max_concurrent`).
+pub const TRACE_REQUESTS_PER_SECOND: f64 = 1.0;
+/// Traces requested through the API in one burst.
+pub const TRACE_REQUEST_BURST: f64 = 10.0;
+/// The endpoints served without the token.
+const OPEN_PATHS: [&str; 2] = ["/metrics", "/healthz"];
+/// The owner the token file must have.
+const ROOT_UID: u32 = 0;
 /// Largest pid the kernel can hand out (`pid_max` is at most 2^22).
 pub const MAX_PID: u32 = 1 << 22;
 /// Length of an on-demand trace when the request gives none, in seconds.
@@ -60,6 +91,249 @@ pub struct ApiState {
     pub commands: mpsc::Sender<Command>,
     /// Processes with per-process metric series (see [`metrics::render`]).
     pub max_process_series: usize,
+    /// Who may call, and how often.
+    pub access: Access,
+}
+
+/// The API token: one line of printable ASCII. Its `Debug` output hides it, and it is never
+/// logged.
+#[derive(Clone)]
+pub struct Token(Arc<[u8]>);
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(hidden)")
+    }
+}
+
+/// Why the API cannot be served as configured. Each displays as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum AccessError {
+    /// The token file could not be opened or read.
+    #[error("{}: cannot read the API token (daemon.token_file): {source}", path.display())]
+    Read {
+        /// The token file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Group or others may access the token file.
+    #[error(
+        "{}: the API token file must be readable by root only, but its mode is {mode:04o} \
+         (chmod 600 it)",
+        path.display()
+    )]
+    Mode {
+        /// The token file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The token file is not owned by root.
+    #[error(
+        "{}: the API token file must be owned by root, but its owner is uid {uid}",
+        path.display()
+    )]
+    Owner {
+        /// The token file.
+        path: PathBuf,
+        /// Its owner.
+        uid: u32,
+    },
+    /// The token file holds no token.
+    #[error("{}: the API token file is empty", path.display())]
+    Empty {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// The token is not one line of printable ASCII, or too long.
+    #[error(
+        "{}: the API token must be one line of at most {MAX_TOKEN_BYTES} printable ASCII \
+         characters without spaces",
+        path.display()
+    )]
+    Malformed {
+        /// The token file.
+        path: PathBuf,
+    },
+    /// A non-loopback address without a token or the explicit opt-out.
+    #[error(
+        "refusing to serve stack reports unauthenticated on {addr}: set daemon.token_file, or \
+         daemon.allow_unauthenticated = true"
+    )]
+    Unauthenticated {
+        /// The address.
+        addr: SocketAddr,
+    },
+}
+
+impl Token {
+    /// Reads the token file at `path`: refuses one that group or others may access, that root
+    /// does not own, or that holds no token. Surrounding whitespace (the final newline) is not
+    /// part of the token.
+    pub fn read(path: &FsPath) -> Result<Self, AccessError> {
+        Self::read_owned_by(path, ROOT_UID)
+    }
+
+    /// [`Token::read`] with the owner the file must have.
+    fn read_owned_by(path: &FsPath, owner: u32) -> Result<Self, AccessError> {
+        let path_buf = || path.to_path_buf();
+        let read_error = |source| AccessError::Read {
+            path: path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(read_error)?;
+        let metadata = file.metadata().map_err(read_error)?;
+        let mode = metadata.mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(AccessError::Mode {
+                path: path_buf(),
+                mode,
+            });
+        }
+        if metadata.uid() != owner {
+            return Err(AccessError::Owner {
+                path: path_buf(),
+                uid: metadata.uid(),
+            });
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_TOKEN_BYTES as u64 + 64)
+            .read_to_end(&mut bytes)
+            .map_err(read_error)?;
+        let token = bytes.trim_ascii();
+        if token.is_empty() {
+            return Err(AccessError::Empty { path: path_buf() });
+        }
+        if token.len() > MAX_TOKEN_BYTES || !token.iter().all(u8::is_ascii_graphic) {
+            return Err(AccessError::Malformed { path: path_buf() });
+        }
+        Ok(Self(token.into()))
+    }
+
+    /// Whether `presented` is the token, in a time that depends only on `presented`'s length.
+    fn matches(&self, presented: &[u8]) -> bool {
+        let expected = &self.0;
+        let mut difference = u8::from(expected.len() != presented.len());
+        for (index, byte) in presented.iter().enumerate() {
+            let want = expected.get(index).copied().unwrap_or(0);
+            difference |= std::hint::black_box(want ^ byte);
+        }
+        std::hint::black_box(difference) == 0
+    }
+}
+
+/// A token bucket: `per_second` tokens a second, holding at most `capacity`.
+#[derive(Debug)]
+struct TokenBucket {
+    per_second: f64,
+    capacity: f64,
+    tokens: f64,
+    updated: Instant,
+}
+
+impl TokenBucket {
+    fn new(per_second: f64, capacity: f64) -> Self {
+        Self {
+            per_second,
+            capacity,
+            tokens: capacity,
+            updated: Instant::now(),
+        }
+    }
+
+    /// Takes a token at `now` if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.capacity);
+        self.updated = self.updated.max(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A [`TokenBucket`] shared by every clone.
+#[derive(Debug, Clone)]
+struct Limiter(Arc<Mutex<TokenBucket>>);
+
+impl Limiter {
+    fn new(per_second: f64, capacity: f64) -> Self {
+        Self(Arc::new(Mutex::new(TokenBucket::new(per_second, capacity))))
+    }
+
+    /// Whether a request may go ahead now.
+    fn allow(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take(Instant::now())
+    }
+}
+
+/// Who may call the API, and how often; clones share the rate limits.
+#[derive(Debug, Clone)]
+pub struct Access {
+    token: Option<Token>,
+    max_requests_per_second: u32,
+    requests: Limiter,
+    traces: Limiter,
+}
+
+impl Access {
+    /// Requires `token` (when given) on every endpoint but `/metrics` and `/healthz`, and answers
+    /// `max_requests_per_second` requests a second in bursts of [`BURST_SECONDS`] times as many.
+    pub fn new(token: Option<Token>, max_requests_per_second: u32) -> Self {
+        let rate = f64::from(max_requests_per_second.max(1));
+        Self {
+            token,
+            max_requests_per_second,
+            requests: Limiter::new(rate, rate * BURST_SECONDS),
+            traces: Limiter::new(TRACE_REQUESTS_PER_SECOND, TRACE_REQUEST_BURST),
+        }
+    }
+
+    /// The access `daemon` configures: reads `daemon.token_file` (see [`Token::read`]); refuses a
+    /// non-loopback `daemon.listen` without a token unless `daemon.allow_unauthenticated` is set,
+    /// and then logs a warning.
+    pub fn from_config(daemon: &DaemonConfig) -> Result<Self, AccessError> {
+        let token = daemon.token_file.as_deref().map(Token::read).transpose()?;
+        let addr = daemon.listen;
+        if token.is_none() && !addr.ip().to_canonical().is_loopback() {
+            if !daemon.allow_unauthenticated {
+                return Err(AccessError::Unauthenticated { addr });
+            }
+            warn!("serving stack reports unauthenticated on {addr}");
+        }
+        Ok(Self::new(token, daemon.max_requests_per_second))
+    }
+
+    /// Whether the request carrying `headers` may reach `path`.
+    fn admits(&self, path: &str, headers: &axum::http::HeaderMap) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        if OPEN_PATHS.contains(&path) {
+            return true;
+        }
+        headers
+            .get(AUTHORIZATION)
+            .and_then(|value| bearer(value.as_bytes()))
+            .is_some_and(|presented| token.matches(presented))
+    }
+}
+
+/// The credentials of an `Authorization: Bearer CREDENTIALS` value (the scheme is
+/// case-insensitive).
+fn bearer(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer ";
+    let scheme = value.get(..SCHEME.len())?;
+    scheme
+        .eq_ignore_ascii_case(SCHEME)
+        .then(|| value[SCHEME.len()..].trim_ascii())
 }
 
 /// A request to the daemon's main loop.
@@ -115,7 +389,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     state: ApiState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> io::Result<()> {
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -135,6 +409,15 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(limit_body))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            authenticate,
+        ))
+        .layer(middleware::from_fn(limit_head))
+        .layer(middleware::from_fn_with_state(
+            state.access.clone(),
+            limit_rate,
+        ))
         .with_state(state)
 }
 
@@ -157,7 +440,7 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn internal(message: impl std::fmt::Display) -> Self {
+    fn internal(message: impl fmt::Display) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, message.to_string())
     }
 }
@@ -335,7 +618,14 @@ async fn process_report(
 ) -> Result<Response, ApiError> {
     let format = ReportFormat::parse(params.format.as_deref())?;
     let store = Arc::clone(&state.store);
-    tokio::task::spawn_blocking(move || report_response(&store, pid, format))
+    // A watched process is only given reports of itself, not of an earlier process that had
+    // the same pid; a process no longer watched (it exited, perhaps OOM-killed) gets its last.
+    let current_start = current(&state)
+        .processes
+        .iter()
+        .find(|process| process.pid == pid)
+        .map(|process| process.start_time_ticks);
+    tokio::task::spawn_blocking(move || report_response(&store, pid, current_start, format))
         .await
         .map_err(ApiError::internal)?
 }
@@ -344,19 +634,27 @@ async fn process_report(
 fn report_response(
     store: &ReportStore,
     pid: u32,
+    current_start: Option<u64>,
     format: ReportFormat,
 ) -> Result<Response, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no report for process {pid}"),
+        )
+    };
     let id = store
         .list()?
         .into_iter()
         .find(|meta| meta.pid == pid)
         .map(|meta| meta.id)
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("no report for process {pid}"),
-            )
-        })?;
+        .ok_or_else(not_found)?;
+    if let Some(start) = current_start
+        && let Some(reported) = store.read(&id)?.start_time_ticks
+        && reported != start
+    {
+        return Err(not_found());
+    }
     let (content_type, body) = match format {
         ReportFormat::Encoded(OutputFormat::Pprof) => {
             ("application/octet-stream", store.read_pprof(&id)?)
@@ -462,6 +760,12 @@ async fn trace(
             ));
         }
     }
+    if !state.access.traces.allow() {
+        return Err(too_many(format!(
+            "too many trace requests: at most {TRACE_REQUEST_BURST} at once and \
+             {TRACE_REQUESTS_PER_SECOND} a second"
+        )));
+    }
 
     let (reply, answer) = oneshot::channel();
     let command = Command::Trace {
@@ -501,6 +805,75 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method {method} is not allowed on {}", uri.path()),
     )
+}
+
+/// A 429 answer telling the client to retry in a second.
+fn too_many(message: String) -> ApiError {
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+}
+
+/// Answers 429 once the requests exceed `daemon.max_requests_per_second` (every endpoint,
+/// before authentication, so guessing tokens is slow too).
+async fn limit_rate(State(access): State<Access>, request: Request, next: Next) -> Response {
+    if access.requests.allow() {
+        return next.run(request).await;
+    }
+    let mut response = too_many(format!(
+        "too many requests: the API answers {} a second (daemon.max_requests_per_second)",
+        access.max_requests_per_second
+    ))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// Rejects a request target longer than [`MAX_URI_BYTES`] (414) or headers larger than
+/// [`MAX_HEADER_BYTES`] (431).
+async fn limit_head(request: Request, next: Next) -> Response {
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or(0, |target| target.as_str().len());
+    if target > MAX_URI_BYTES {
+        return ApiError::new(
+            StatusCode::URI_TOO_LONG,
+            format!("request target of {target} bytes exceeds {MAX_URI_BYTES}"),
+        )
+        .into_response();
+    }
+    let headers: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if headers > MAX_HEADER_BYTES {
+        return ApiError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request headers of {headers} bytes exceed {MAX_HEADER_BYTES}"),
+        )
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// Answers 401 unless the request may reach its endpoint (see [`Access`]).
+async fn authenticate(State(access): State<Access>, request: Request, next: Next) -> Response {
+    if access.admits(request.uri().path(), request.headers()) {
+        return next.run(request).await;
+    }
+    let mut response = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong API token: send `Authorization: Bearer TOKEN` with the token of \
+         daemon.token_file",
+    )
+    .into_response();
+    response.headers_mut().insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"leakmon\""),
+    );
+    response
 }
 
 /// Rejects a request announcing a body larger than [`MAX_BODY_BYTES`] before any handler runs.
@@ -546,6 +919,10 @@ mod tests {
     const GONE: u32 = 13;
     /// Not watched; has a report without any stack holding memory.
     const EMPTY: u32 = 14;
+    /// A request rate no test reaches.
+    const UNLIMITED: u32 = 1_000_000;
+    /// The token of [`token_file`].
+    const TOKEN: &str = "s3cr3t-T0ken_value";
 
     struct Fixture {
         router: Router,
@@ -624,6 +1001,7 @@ mod tests {
     fn report(pid: u32, comm: &str, stacks: Vec<StackReport>) -> Report {
         Report {
             pid,
+            start_time_ticks: None,
             comm: comm.to_owned(),
             duration_seconds: 30.0,
             interval_seconds: 2.0,
@@ -709,6 +1087,7 @@ mod tests {
             store: Arc::new(store),
             commands,
             max_process_series,
+            access: Access::new(None, UNLIMITED),
         };
         Fixture {
             router: router(state.clone()),
@@ -721,12 +1100,51 @@ mod tests {
         fixture_with(snapshot(true), 100)
     }
 
+    /// The fixture's state served with `access`.
+    fn guarded(fixture: &Fixture, access: Access) -> Router {
+        router(ApiState {
+            access,
+            ..fixture.state.clone()
+        })
+    }
+
+    /// The current user's euid, which [`token_file`]'s files have.
+    fn euid() -> u32 {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        unsafe { libc::geteuid() }
+    }
+
+    /// A file in `dir` holding `contents` with permission bits `mode`.
+    fn token_file(dir: &TempDir, contents: &str, mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = dir
+            .path()
+            .join(format!("token-{mode:o}-{}", contents.len()));
+        std::fs::write(&path, contents).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    /// A router requiring [`TOKEN`].
+    fn with_token(fixture: &Fixture) -> Router {
+        let path = token_file(&fixture._dir, &format!("{TOKEN}\n"), 0o600);
+        let token = Token::read_owned_by(&path, euid()).unwrap();
+        guarded(fixture, Access::new(Some(token), UNLIMITED))
+    }
+
     async fn call(router: &Router, method: Method, uri: &str) -> (StatusCode, HeaderMap, Vec<u8>) {
         let request = axum::http::Request::builder()
             .method(method)
             .uri(uri)
             .body(Body::empty())
             .unwrap();
+        send(router, request).await
+    }
+
+    async fn send(
+        router: &Router,
+        request: axum::http::Request<Body>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
         let response = router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -1138,6 +1556,315 @@ mod tests {
         assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
         let body = to_bytes(response.into_body(), usize::MAX).await.unwrap();
         assert!(serde_json::from_slice::<ErrorBody>(&body).is_ok());
+    }
+
+    /// GET `uri` with an `Authorization` header of `authorization`, when given.
+    async fn get_with(
+        router: &Router,
+        uri: &str,
+        authorization: Option<&str>,
+    ) -> (StatusCode, HeaderMap, Vec<u8>) {
+        let mut request = axum::http::Request::builder().uri(uri);
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value);
+        }
+        send(router, request.body(Body::empty()).unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn token_guards_every_endpoint_but_metrics_and_healthz() {
+        let fixture = fixture();
+        let router = with_token(&fixture);
+        let wrong = [
+            None,
+            Some(String::new()),
+            Some("Bearer".to_owned()),
+            Some("Bearer ".to_owned()),
+            Some("Bearer wrong".to_owned()),
+            Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
+            Some(format!("Bearer {TOKEN}x")),
+            Some(format!("Bearer {}", TOKEN.to_uppercase())),
+            Some(format!("Basic {TOKEN}")),
+            Some(format!("Bearer{TOKEN}")),
+            Some(TOKEN.to_owned()),
+        ];
+        for uri in [
+            "/api/v1/status",
+            "/api/v1/processes",
+            "/api/v1/processes/10",
+            "/api/v1/processes/10/report?format=svg",
+            "/no/such/route",
+            "/metrics/",
+            "/healthz/x",
+        ] {
+            for authorization in &wrong {
+                let (status, headers, body) =
+                    get_with(&router, uri, authorization.as_deref()).await;
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} {authorization:?}");
+                assert_eq!(content_type(&headers), "application/json");
+                assert_eq!(
+                    headers.get(WWW_AUTHENTICATE).unwrap(),
+                    "Bearer realm=\"leakmon\""
+                );
+                let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+                assert!(error.error.contains("API token"), "{}", error.error);
+                assert!(!error.error.contains(TOKEN), "the token is never echoed");
+            }
+        }
+        for authorization in [format!("Bearer {TOKEN}"), format!("bearer  {TOKEN} ")] {
+            let (status, _, body) =
+                get_with(&router, "/api/v1/processes/10", Some(&authorization)).await;
+            assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+            let one: ProcessView = serde_json::from_slice(&body).unwrap();
+            assert_eq!(one.pid, LEAKY);
+        }
+        for uri in ["/metrics", "/healthz"] {
+            let (status, _, _) = get_with(&router, uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{uri} is open");
+            let (status, _, _) = get_with(&router, uri, Some("Bearer wrong")).await;
+            assert_eq!(status, StatusCode::OK, "{uri} ignores the header");
+        }
+
+        let post = |authorization: Option<String>| {
+            let mut request = axum::http::Request::builder()
+                .method(Method::POST)
+                .uri("/api/v1/processes/10/trace?duration=5");
+            if let Some(value) = authorization {
+                request = request.header(AUTHORIZATION, value);
+            }
+            request.body(Body::empty()).unwrap()
+        };
+        let (status, _, _) = send(&router, post(None)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        let (status, _, _) = send(&router, post(Some(format!("Bearer {TOKEN}")))).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+
+        // Without a token, nothing is asked.
+        let (status, _, _) = get_with(&fixture.router, "/api/v1/status", None).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[test]
+    fn token_comparison() {
+        let token = Token(b"abcdef".as_slice().into());
+        assert!(token.matches(b"abcdef"));
+        for wrong in [
+            b"".as_slice(),
+            b"abcde",
+            b"abcdeg",
+            b"abcdef\0",
+            b"abcdefabcdef",
+            b"bbcdef",
+        ] {
+            assert!(!token.matches(wrong), "{wrong:?}");
+        }
+        assert_eq!(format!("{token:?}"), "Token(hidden)");
+        assert_eq!(bearer(b"Bearer x"), Some(b"x".as_slice()));
+        assert_eq!(bearer(b"BEARER x "), Some(b"x".as_slice()));
+        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Basic xyzxyzx"), None);
+    }
+
+    #[test]
+    fn token_file_must_be_root_only_and_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let me = euid();
+        let good = token_file(&dir, &format!("  {TOKEN}\r\n"), 0o400);
+        let token = Token::read_owned_by(&good, me).unwrap();
+        assert!(token.matches(TOKEN.as_bytes()));
+
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o610] {
+            let path = token_file(&dir, TOKEN, mode);
+            let error = Token::read_owned_by(&path, me).unwrap_err();
+            assert!(
+                matches!(error, AccessError::Mode { mode: got, .. } if got == mode),
+                "{mode:o}: {error:?}"
+            );
+            let message = error.to_string();
+            assert!(message.contains("readable by root only"), "{message}");
+            assert!(message.contains(&format!("0{mode:o}")), "{message}");
+        }
+        let error = Token::read_owned_by(&good, me + 1).unwrap_err();
+        assert!(
+            matches!(error, AccessError::Owner { uid, .. } if uid == me),
+            "{error:?}"
+        );
+        for empty in ["", "\n", " \t\r\n"] {
+            let path = token_file(&dir, empty, 0o600);
+            let error = Token::read_owned_by(&path, me).unwrap_err();
+            assert!(matches!(error, AccessError::Empty { .. }), "{error:?}");
+        }
+        for malformed in [
+            "two words".to_owned(),
+            "two\nlines".to_owned(),
+            "caf\u{e9}".to_owned(),
+            "x".repeat(MAX_TOKEN_BYTES + 1),
+        ] {
+            let path = token_file(&dir, &malformed, 0o600);
+            let error = Token::read_owned_by(&path, me).unwrap_err();
+            assert!(matches!(error, AccessError::Malformed { .. }), "{error:?}");
+        }
+        let long = token_file(&dir, &"x".repeat(MAX_TOKEN_BYTES), 0o600);
+        Token::read_owned_by(&long, me).unwrap();
+        let error = Token::read_owned_by(&dir.path().join("missing"), me).unwrap_err();
+        assert!(matches!(error, AccessError::Read { .. }), "{error:?}");
+        assert!(!error.to_string().contains('\n'), "{error}");
+    }
+
+    #[test]
+    fn startup_refuses_a_group_or_world_readable_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = token_file(&dir, TOKEN, 0o644);
+        let config = DaemonConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            token_file: Some(path.clone()),
+            ..DaemonConfig::default()
+        };
+        let message = Access::from_config(&config).unwrap_err().to_string();
+        assert_eq!(
+            message,
+            format!(
+                "{}: the API token file must be readable by root only, but its mode is 0644 \
+                 (chmod 600 it)",
+                path.display()
+            )
+        );
+        // Root-only and owned by root: accepted when the tests run as root.
+        let path = token_file(&dir, TOKEN, 0o600);
+        let result = Access::from_config(&DaemonConfig {
+            token_file: Some(path),
+            ..config
+        });
+        match euid() {
+            ROOT_UID => assert!(result.unwrap().token.is_some()),
+            _ => assert!(matches!(result, Err(AccessError::Owner { .. }))),
+        }
+    }
+
+    #[test]
+    fn off_host_without_token_needs_the_opt_out() {
+        let off_host = DaemonConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
+            ..DaemonConfig::default()
+        };
+        let error = Access::from_config(&off_host).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "refusing to serve stack reports unauthenticated on 0.0.0.0:9464: set \
+             daemon.token_file, or daemon.allow_unauthenticated = true"
+        );
+        let opted_out = Access::from_config(&DaemonConfig {
+            allow_unauthenticated: true,
+            ..off_host
+        })
+        .unwrap();
+        assert!(opted_out.token.is_none());
+        let local = Access::from_config(&DaemonConfig::default()).unwrap();
+        assert!(local.token.is_none());
+        assert_eq!(local.max_requests_per_second, 50);
+    }
+
+    #[test]
+    fn token_bucket_refills_at_its_rate_up_to_its_capacity() {
+        let mut bucket = TokenBucket::new(50.0, 100.0);
+        let start = bucket.updated;
+        assert!((0..100).all(|_| bucket.take(start)));
+        assert!(!bucket.take(start));
+        assert!(!bucket.take(start + Duration::from_millis(10)));
+        assert!(bucket.take(start + Duration::from_millis(21)));
+        assert!(!bucket.take(start + Duration::from_millis(21)));
+        let later = start + Duration::from_secs(3600);
+        assert!((0..100).all(|_| bucket.take(later)), "refilled");
+        assert!(!bucket.take(later), "but not beyond its capacity");
+        // A clock going backwards takes nothing and gives nothing.
+        assert!(!bucket.take(start));
+    }
+
+    #[tokio::test]
+    async fn requests_beyond_the_burst_are_answered_429() {
+        let fixture = fixture();
+        let access = Access::new(None, 1);
+        let router = guarded(&fixture, access.clone());
+        for uri in ["/healthz", "/api/v1/status"] {
+            let (status, _, _) = get_with(&router, uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{uri} is within the burst of 2");
+        }
+        for uri in ["/healthz", "/metrics", "/api/v1/status", "/no/such/route"] {
+            let (status, headers, body) = get_with(&router, uri, None).await;
+            assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{uri}");
+            assert_eq!(headers.get(RETRY_AFTER).unwrap(), "1");
+            let error: ErrorBody = serde_json::from_slice(&body).unwrap();
+            assert!(
+                error.error.contains("daemon.max_requests_per_second"),
+                "{}",
+                error.error
+            );
+        }
+        // Clones of an Access share its bucket.
+        let (status, _, _) = get_with(&guarded(&fixture, access), "/healthz", None).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    }
+
+    #[tokio::test]
+    async fn trace_requests_beyond_their_burst_are_answered_429() {
+        let fixture = fixture();
+        let router = &fixture.router;
+        for _ in 0..TRACE_REQUEST_BURST as usize {
+            let (status, _, _) = call(
+                router,
+                Method::POST,
+                "/api/v1/processes/10/trace?duration=5",
+            )
+            .await;
+            assert_eq!(status, StatusCode::ACCEPTED);
+        }
+        let message = expect_error(
+            router,
+            Method::POST,
+            "/api/v1/processes/10/trace?duration=5",
+            StatusCode::TOO_MANY_REQUESTS,
+        )
+        .await;
+        assert!(message.contains("too many trace requests"), "{message}");
+        // Other requests still go through, and bad trace requests are still answered 400.
+        get_ok(router, "/api/v1/status").await;
+        expect_error(
+            router,
+            Method::POST,
+            "/api/v1/processes/10/trace?duration=0",
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+
+    #[tokio::test]
+    async fn long_targets_and_large_headers_are_refused() {
+        let fixture = fixture();
+        let router = &fixture.router;
+        let padding = "x".repeat(MAX_URI_BYTES);
+        let message = expect_error(
+            router,
+            Method::GET,
+            &format!("/api/v1/processes?{padding}"),
+            StatusCode::URI_TOO_LONG,
+        )
+        .await;
+        assert!(!message.contains("xxxx"), "the target is not echoed");
+        let fits = format!("/healthz?{}", &padding[..MAX_URI_BYTES - "/healthz?".len()]);
+        expect_error(router, Method::GET, &fits, StatusCode::BAD_REQUEST).await;
+
+        let request = |bytes: usize| {
+            axum::http::Request::builder()
+                .uri("/healthz")
+                .header("x-padding", "y".repeat(bytes))
+                .body(Body::empty())
+                .unwrap()
+        };
+        let (status, headers, _) = send(router, request(MAX_HEADER_BYTES)).await;
+        assert_eq!(status, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        assert_eq!(content_type(&headers), "application/json");
+        let (status, _, _) = send(router, request(MAX_HEADER_BYTES - "x-padding".len())).await;
+        assert_eq!(status, StatusCode::OK);
     }
 
     #[tokio::test]

@@ -40,6 +40,15 @@ pub struct DaemonConfig {
     pub listen: SocketAddr,
     /// Where reports are kept. Default `/var/lib/leakmon`.
     pub state_dir: PathBuf,
+    /// A file holding the API token (readable by root only); with it every endpoint except
+    /// `/metrics` and `/healthz` requires `Authorization: Bearer TOKEN`. Default none.
+    pub token_file: Option<PathBuf>,
+    /// Serve the API without a token on a non-loopback `listen` address (stack reports reveal
+    /// code). Default false.
+    pub allow_unauthenticated: bool,
+    /// Requests the API answers per second, in bursts of up to twice as many; more are answered
+    /// 429. Default 50.
+    pub max_requests_per_second: u32,
 }
 
 impl Default for DaemonConfig {
@@ -47,6 +56,9 @@ impl Default for DaemonConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             state_dir: PathBuf::from("/var/lib/leakmon"),
+            token_file: None,
+            allow_unauthenticated: false,
+            max_requests_per_second: 50,
         }
     }
 }
@@ -256,9 +268,12 @@ impl ConfigError {
 /// The origin errors of [`Config::validate`] name before [`ConfigError::with_origin`].
 const UNNAMED_ORIGIN: &str = "configuration";
 /// Settings the daemon applies only when it starts (sockets, directories and kernel map sizes).
-const RESTART_ONLY: [&str; 4] = [
+const RESTART_ONLY: [&str; 7] = [
     "daemon.listen",
     "daemon.state_dir",
+    "daemon.token_file",
+    "daemon.allow_unauthenticated",
+    "daemon.max_requests_per_second",
     "trace.max_allocations",
     "trace.max_stacks",
 ];
@@ -273,27 +288,43 @@ const MIN_REPORT_BYTES: u64 = 1 << 20;
 
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let config = read(path)?;
+    config
+        .validate()
+        .map_err(|error| error.with_origin(&path.display().to_string()))?;
+    Ok(config)
+}
+
+/// Reads and parses the configuration file at `path` (syntax, keys and types) without
+/// [`Config::validate`], for a caller that applies command-line overrides (such as
+/// `--allow-unauthenticated`) before validating.
+pub fn read(path: &Path) -> Result<Config, ConfigError> {
     let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(&text, &path.display().to_string())
+    parse_unvalidated(&text, &path.display().to_string())
 }
 
 /// Parses and validates configuration `text`; errors name `origin` (normally the file). An empty
 /// text gives [`Config::default`].
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    let config = parse_unvalidated(text, origin)?;
+    config
+        .validate()
+        .map_err(|error| error.with_origin(origin))?;
+    Ok(config)
+}
+
+/// [`parse`] without [`Config::validate`].
+fn parse_unvalidated(text: &str, origin: &str) -> Result<Config, ConfigError> {
     let document = DeTable::parse(text).map_err(|error| ConfigError::Syntax {
         origin: origin.to_owned(),
         message: describe_syntax_error(text, &error),
     })?;
     check_keys(document.get_ref(), origin)?;
-    let config = Config::deserialize(toml::de::Deserializer::from(document.clone()))
-        .map_err(|error| describe_value_error(document.get_ref(), origin, &error))?;
-    config
-        .validate()
-        .map_err(|error| error.with_origin(origin))?;
-    Ok(config)
+    Config::deserialize(toml::de::Deserializer::from(document.clone()))
+        .map_err(|error| describe_value_error(document.get_ref(), origin, &error))
 }
 
 /// A `Result` of one validation rule: the dotted key and the reason when it fails.
@@ -351,12 +382,35 @@ impl Config {
             metrics,
         } = self;
 
+        ensure(
+            daemon.listen.ip().to_canonical().is_loopback()
+                || daemon.token_file.is_some()
+                || daemon.allow_unauthenticated,
+            "daemon.listen",
+            || {
+                format!(
+                    "{} is not a loopback address: set daemon.token_file to serve stack reports \
+                     off-host, or daemon.allow_unauthenticated = true to serve them to anyone",
+                    daemon.listen
+                )
+            },
+        )?;
         ensure(daemon.state_dir.is_absolute(), "daemon.state_dir", || {
             format!(
                 "must be an absolute path (got {})",
                 daemon.state_dir.display()
             )
         })?;
+        if let Some(token_file) = &daemon.token_file {
+            ensure(token_file.is_absolute(), "daemon.token_file", || {
+                format!("must be an absolute path (got {})", token_file.display())
+            })?;
+        }
+        at_least(
+            "daemon.max_requests_per_second",
+            daemon.max_requests_per_second,
+            1,
+        )?;
 
         positive_seconds("watch.interval_seconds", watch.interval_seconds)?;
         positive_seconds("watch.window_seconds", watch.window_seconds)?;
@@ -474,9 +528,9 @@ impl Config {
             .collect()
     }
 
-    /// The changed settings that take effect only after a restart (`daemon.listen`,
-    /// `daemon.state_dir`, `trace.max_allocations`, `trace.max_stacks`), named and separated by
-    /// commas, e.g. `daemon.listen, trace.max_stacks`; `None` when a reload can apply `new`.
+    /// The changed settings that take effect only after a restart (every `daemon` key,
+    /// `trace.max_allocations`, `trace.max_stacks`), named and separated by commas, e.g.
+    /// `daemon.listen, trace.max_stacks`; `None` when a reload can apply `new`.
     pub fn requires_restart(&self, new: &Config) -> Option<String> {
         let keys: Vec<String> = self
             .changed(new)
@@ -506,8 +560,15 @@ impl Config {
             metrics,
         } = self;
         {
-            let DaemonConfig { listen, state_dir } = daemon;
-            push_settings!(list, "daemon": listen, state_dir);
+            let DaemonConfig {
+                listen,
+                state_dir,
+                token_file,
+                allow_unauthenticated,
+                max_requests_per_second,
+            } = daemon;
+            push_settings!(list, "daemon": listen, state_dir, token_file, allow_unauthenticated,
+                max_requests_per_second);
         }
         {
             let WatchConfig {
@@ -629,6 +690,13 @@ render_by_display!(bool, u32, u64, usize, f64, SocketAddr);
 impl Render for PathBuf {
     fn render(&self) -> String {
         self.display().to_string()
+    }
+}
+
+impl Render for Option<PathBuf> {
+    fn render(&self) -> String {
+        self.as_ref()
+            .map_or_else(|| "none".to_owned(), |path| path.display().to_string())
     }
 }
 
@@ -910,6 +978,9 @@ mod tests {
         let config = Config::default();
         assert_eq!(config.daemon.listen.to_string(), "127.0.0.1:9464");
         assert_eq!(config.daemon.state_dir, Path::new("/var/lib/leakmon"));
+        assert_eq!(config.daemon.token_file, None);
+        assert!(!config.daemon.allow_unauthenticated);
+        assert_eq!(config.daemon.max_requests_per_second, 50);
         assert_eq!(config.watch.interval_seconds, 2.0);
         assert_eq!(config.watch.window_seconds, 300.0);
         assert_eq!(config.trace.max_allocations, 262_144);
@@ -966,7 +1037,15 @@ mod tests {
             .iter()
             .map(Setting::key)
             .collect();
-        let mut serialized = default_keys();
+        // Keys without a default value are serialized once set.
+        let mut with_every_key = Config::default();
+        with_every_key.daemon.token_file = Some(PathBuf::from("/etc/leakmon/token"));
+        let mut serialized = Vec::new();
+        dotted_keys(
+            &toml::Value::try_from(with_every_key).unwrap(),
+            "",
+            &mut serialized,
+        );
         let mut sorted = listed.clone();
         sorted.sort();
         serialized.sort();
@@ -994,7 +1073,8 @@ mod tests {
     #[test]
     fn values_override_defaults() {
         let config = parse(
-            "[daemon]\nlisten = \"0.0.0.0:9000\"\n[watch]\ninterval_seconds = 5\n\
+            "[daemon]\nlisten = \"0.0.0.0:9000\"\nallow_unauthenticated = true\n\
+             [watch]\ninterval_seconds = 5\n\
              min_relative_growth = 0.1\n[trace]\nauto = false\n\
              [[trace.targets]]\nunit = \"nginx.service\"\n[[trace.targets]]\ncomm = \"pg\"\n",
             ORIGIN,
@@ -1002,6 +1082,7 @@ mod tests {
         .unwrap();
         let mut expected = Config::default();
         expected.daemon.listen = SocketAddr::from(([0, 0, 0, 0], 9000));
+        expected.daemon.allow_unauthenticated = true;
         expected.watch.interval_seconds = 5.0;
         expected.watch.min_relative_growth = 0.1;
         expected.trace.auto = false;
@@ -1022,9 +1103,34 @@ mod tests {
     fn each_validation_rule_rejects_with_key_and_reason() {
         let cases: &[(&str, &str, &str)] = &[
             (
+                "[daemon]\nlisten = \"0.0.0.0:9464\"",
+                "daemon.listen",
+                "0.0.0.0:9464 is not a loopback address: set daemon.token_file",
+            ),
+            (
+                "[daemon]\nlisten = \"[::]:9464\"\nallow_unauthenticated = false",
+                "daemon.listen",
+                "daemon.allow_unauthenticated = true",
+            ),
+            (
+                "[daemon]\nlisten = \"[::ffff:10.0.0.1]:9464\"",
+                "daemon.listen",
+                "not a loopback address",
+            ),
+            (
                 "[daemon]\nstate_dir = \"var/lib\"",
                 "daemon.state_dir",
                 "absolute path",
+            ),
+            (
+                "[daemon]\ntoken_file = \"token\"",
+                "daemon.token_file",
+                "absolute path (got token)",
+            ),
+            (
+                "[daemon]\nmax_requests_per_second = 0",
+                "daemon.max_requests_per_second",
+                "at least 1",
             ),
             (
                 "[watch]\ninterval_seconds = -1",
@@ -1172,6 +1278,62 @@ mod tests {
             assert_eq!(got_key, *key, "{text}");
             assert!(got_reason.contains(reason), "{text}: {got_reason}");
         }
+    }
+
+    #[test]
+    fn off_host_listen_needs_a_token_file_or_the_opt_out() {
+        let token = parse(
+            "[daemon]\nlisten = \"0.0.0.0:9464\"\ntoken_file = \"/etc/leakmon/token\"\n",
+            ORIGIN,
+        )
+        .unwrap();
+        assert_eq!(
+            token.daemon.token_file.as_deref(),
+            Some(Path::new("/etc/leakmon/token"))
+        );
+        assert!(!token.daemon.allow_unauthenticated);
+        let open = parse(
+            "[daemon]\nlisten = \"[::]:9464\"\nallow_unauthenticated = true\n",
+            ORIGIN,
+        )
+        .unwrap();
+        assert!(open.daemon.allow_unauthenticated && open.daemon.token_file.is_none());
+        for loopback in [
+            "127.0.0.1:1",
+            "127.1.2.3:9464",
+            "[::1]:9464",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            parse(&format!("[daemon]\nlisten = \"{loopback}\"\n"), ORIGIN).unwrap();
+        }
+        let message = parse_error("[daemon]\nlisten = \"192.168.1.5:9464\"\n").to_string();
+        assert_eq!(
+            message,
+            "/etc/leakmon/config.toml: daemon.listen: 192.168.1.5:9464 is not a loopback \
+             address: set daemon.token_file to serve stack reports off-host, or \
+             daemon.allow_unauthenticated = true to serve them to anyone"
+        );
+    }
+
+    #[test]
+    fn read_leaves_validation_to_the_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        fs::write(&path, "[daemon]\nlisten = \"0.0.0.0:9464\"\n").unwrap();
+        let mut config = read(&path).unwrap();
+        assert!(
+            load(&path)
+                .unwrap_err()
+                .to_string()
+                .contains("daemon.listen")
+        );
+        config.daemon.allow_unauthenticated = true;
+        config.validate().unwrap();
+        fs::write(&path, "[daemon]\nlisten = 5\n").unwrap();
+        assert_eq!(
+            read(&path).unwrap_err().to_string().split(": ").nth(1),
+            Some("daemon.listen")
+        );
     }
 
     #[test]
@@ -1332,6 +1494,21 @@ mod tests {
         assert_eq!(
             old.requires_restart(&new).as_deref(),
             Some("daemon.listen, trace.max_stacks")
+        );
+
+        let mut secured = old.clone();
+        secured.daemon.token_file = Some(PathBuf::from("/etc/leakmon/token"));
+        secured.daemon.max_requests_per_second = 10;
+        assert_eq!(
+            old.reload_changes(&secured),
+            [
+                "daemon.token_file none -> /etc/leakmon/token",
+                "daemon.max_requests_per_second 50 -> 10",
+            ]
+        );
+        assert_eq!(
+            old.requires_restart(&secured).as_deref(),
+            Some("daemon.token_file, daemon.max_requests_per_second")
         );
 
         let mut moved = old.clone();

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub listen: Option<SocketAddr>,
     /// Overrides `daemon.state_dir`.
     pub state_dir: Option<PathBuf>,
+    /// Sets `daemon.allow_unauthenticated`.
+    pub allow_unauthenticated: bool,
 }
 
 /// Why the daemon could not start (once running, it logs failures and carries on).
@@ -64,6 +66,9 @@ pub enum DaemonError {
     /// The report store could not be opened.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The API's token file was refused, or it would serve off-host unauthenticated.
+    #[error(transparent)]
+    Access(#[from] api::AccessError),
     /// The API address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -85,7 +90,7 @@ pub enum DaemonError {
 /// Reads the configuration and applies the command-line overrides.
 pub fn load_config(options: &RunOptions) -> Result<Config, ConfigError> {
     let mut config = match &options.config_path {
-        Some(path) => config::load(path)?,
+        Some(path) => config::read(path)?,
         None => Config::default(),
     };
     if let Some(listen) = options.listen {
@@ -93,6 +98,9 @@ pub fn load_config(options: &RunOptions) -> Result<Config, ConfigError> {
     }
     if let Some(state_dir) = &options.state_dir {
         config.daemon.state_dir = state_dir.clone();
+    }
+    if options.allow_unauthenticated {
+        config.daemon.allow_unauthenticated = true;
     }
     let origin = options.config_path.as_ref().map_or_else(
         || "command line".to_owned(),
@@ -108,6 +116,67 @@ enum Why {
     Suspected,
     Requested,
     Target,
+}
+
+/// A finished trace on its way to the report writer.
+#[derive(Debug)]
+struct WriteJob {
+    pid: u32,
+    start_time_ticks: u64,
+    comm: String,
+    report: Result<crate::report::Report, TracerError>,
+    detached: tracer::Detached,
+}
+
+/// The report writer: one thread that detaches finished traces' probes and stores their
+/// reports, in order, telling the main loop through `saved`. One thread rather than a pool
+/// keeps the daemon's memory flat under churn (every thread gets its own malloc arena).
+fn report_writer(
+    store: Arc<ReportStore>,
+    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    saved: mpsc::UnboundedSender<Saved>,
+) {
+    for job in jobs {
+        let WriteJob {
+            pid,
+            start_time_ticks,
+            comm,
+            report,
+            detached,
+        } = job;
+        drop(detached);
+        let outcome = match report {
+            Ok(report) => {
+                let leaking = report.stacks.iter().filter(|stack| stack.leaking).count();
+                store
+                    .save(&report)
+                    .map(|id| (id, leaking))
+                    .map_err(|err| format!("storing the report of pid {pid}: {err}"))
+            }
+            Err(err) => Err(format!("finishing the trace of pid {pid}: {err}")),
+        };
+        if saved
+            .send(Saved {
+                pid,
+                start_time_ticks,
+                comm,
+                outcome,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// A finished trace's report, written (or not) off the main loop.
+#[derive(Debug)]
+struct Saved {
+    pid: u32,
+    start_time_ticks: u64,
+    comm: String,
+    /// The report id and its number of leaking stacks, or why there is none.
+    outcome: Result<(String, usize), String>,
 }
 
 /// A trace under way.
@@ -131,7 +200,10 @@ struct Daemon {
     running: HashMap<u32, Running>,
     /// (pid, start time) → when it may be traced automatically again.
     cooldown: HashMap<(u32, u64), Instant>,
-    latest_reports: HashMap<u32, String>,
+    /// pid → (start time of the process it is about, when known; report id).
+    latest_reports: HashMap<u32, (Option<u64>, String)>,
+    /// The report writer's queue (see [`report_writer`]).
+    writer: std::sync::mpsc::Sender<WriteJob>,
     views: Vec<ProcessView>,
     health: ProbeHealth,
     last_counters: Option<(Instant, u64)>,
@@ -322,7 +394,9 @@ impl Daemon {
         (seconds > 0.0).then(|| hits.saturating_sub(previous.1) as f64 / seconds)
     }
 
-    /// Ends one trace and stores its report.
+    /// Ends one trace. Detaching its probes (a kernel grace period per probe) and writing its
+    /// report (fsyncs) happen on the report writer's thread, which answers through `saved`, so
+    /// the main loop never waits for them.
     fn finish(&mut self, pid: u32) {
         let Some(mut running) = self.running.remove(&pid) else {
             return;
@@ -338,23 +412,35 @@ impl Daemon {
             self.cooldown
                 .insert((pid, running.start_time_ticks), Instant::now() + cooldown);
         }
-        match running
-            .session
-            .finish(&mut self.tracer, &mut self.symbolizer, &running.comm)
-        {
-            Ok(report) => match self.store.save(&report) {
-                Ok(id) => {
-                    info!(
-                        "report {id}: pid {pid} ({}), {} leaking stack(s)",
-                        running.comm,
-                        report.stacks.iter().filter(|stack| stack.leaking).count()
-                    );
-                    self.latest_reports.insert(pid, id);
-                    self.prune_latest_reports();
-                }
-                Err(err) => error!("storing the report of pid {pid}: {err}"),
-            },
-            Err(err) => error!("finishing the trace of pid {pid}: {err}"),
+        let (report, detached) =
+            running
+                .session
+                .finish(&mut self.tracer, &mut self.symbolizer, &running.comm);
+        let job = WriteJob {
+            pid,
+            start_time_ticks: running.start_time_ticks,
+            comm: running.comm,
+            report,
+            detached,
+        };
+        if self.writer.send(job).is_err() {
+            error!("the report writer has stopped; the report of pid {pid} is lost");
+        }
+    }
+
+    /// Takes note of a report written by [`Daemon::finish`].
+    fn saved(&mut self, saved: Saved) {
+        match saved.outcome {
+            Ok((id, leaking)) => {
+                info!(
+                    "report {id}: pid {} ({}), {leaking} leaking stack(s)",
+                    saved.pid, saved.comm
+                );
+                self.latest_reports
+                    .insert(saved.pid, (Some(saved.start_time_ticks), id));
+                self.prune_latest_reports();
+            }
+            Err(err) => error!("{err}"),
         }
     }
 
@@ -363,7 +449,7 @@ impl Daemon {
         match self.store.list() {
             Ok(list) => {
                 let kept: HashSet<String> = list.into_iter().map(|meta| meta.id).collect();
-                self.latest_reports.retain(|_, id| kept.contains(id));
+                self.latest_reports.retain(|_, (_, id)| kept.contains(id));
             }
             Err(err) => warn!("listing reports: {err}"),
         }
@@ -382,6 +468,14 @@ impl Daemon {
         }
         for (name, entries) in self.tracer.map_entries() {
             self.health.map_entries.insert(name.to_owned(), entries);
+        }
+        match self.tracer.stack_totals_by_process() {
+            Ok((_, entries)) => {
+                self.health
+                    .map_entries
+                    .insert("STACK_STATS".to_owned(), entries as u64);
+            }
+            Err(err) => warn!("counting stack totals: {err}"),
         }
     }
 
@@ -443,6 +537,7 @@ impl Daemon {
             config_path: Some(path.clone()),
             listen: Some(self.config.daemon.listen),
             state_dir: Some(self.config.daemon.state_dir.clone()),
+            allow_unauthenticated: self.config.daemon.allow_unauthenticated,
         };
         match load_config(&options) {
             Ok(mut new) => {
@@ -452,6 +547,7 @@ impl Daemon {
                     );
                     new.trace.max_allocations = self.config.trace.max_allocations;
                     new.trace.max_stacks = self.config.trace.max_stacks;
+                    new.daemon = self.config.daemon.clone();
                 }
                 for change in self.config.reload_changes(&new) {
                     info!("SIGHUP: {change}");
@@ -487,7 +583,11 @@ impl Daemon {
                 view.traced = true;
                 view.outstanding_bytes = Some(running.session.outstanding_bytes());
             }
-            view.latest_report = self.latest_reports.get(&view.pid).cloned();
+            view.latest_report = self
+                .latest_reports
+                .get(&view.pid)
+                .filter(|(start, _)| start.is_none_or(|start| start == view.start_time_ticks))
+                .map(|(_, id)| id.clone());
         }
         Snapshot {
             updated_unix_seconds: SystemTime::now()
@@ -512,10 +612,34 @@ impl Daemon {
     }
 }
 
+/// Raises the soft open-files limit to the hard one: the watcher keeps one file open per
+/// process of the host.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0
+        && limit.rlim_cur < limit.rlim_max
+    {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            warn!(
+                "cannot raise the open-files limit: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let config = load_config(&options)?;
+    let access = api::Access::from_config(&config.daemon)?;
     tracer::preflight()?;
+    raise_open_files_limit();
     let store = Arc::new(ReportStore::open(
         &config.daemon.state_dir,
         config.reports.clone(),
@@ -552,12 +676,25 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
 
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     let (commands_tx, mut commands) = mpsc::channel(16);
+    let (saved_tx, mut saved_rx) = mpsc::unbounded_channel();
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let store = Arc::clone(&store);
+        std::thread::Builder::new()
+            .name("leakmon-reports".into())
+            .spawn(move || report_writer(store, jobs_rx, saved_tx))
+            .map_err(|source| DaemonError::Io {
+                what: "starting the report writer",
+                source,
+            })?
+    };
     let (stop_api, api_stopped) = tokio::sync::oneshot::channel::<()>();
     let api_state = ApiState {
         snapshot: snapshot_rx,
         store: Arc::clone(&store),
         commands: commands_tx,
         max_process_series: config.metrics.max_process_series,
+        access,
     };
     let server = tokio::spawn(api::serve(listener, api_state, async {
         let _ = api_stopped.await;
@@ -578,6 +715,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         running: HashMap::new(),
         cooldown: HashMap::new(),
         latest_reports: HashMap::new(),
+        writer: jobs_tx,
         views: Vec::new(),
         health: ProbeHealth {
             loaded: true,
@@ -588,9 +726,18 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         config,
     };
     if let Ok(list) = daemon.store.list() {
-        // Newest first: keep the first id seen per pid.
+        // Newest first: keep the first id seen per pid, with the process it is about.
         for meta in list {
-            daemon.latest_reports.entry(meta.pid).or_insert(meta.id);
+            if let std::collections::hash_map::Entry::Vacant(entry) =
+                daemon.latest_reports.entry(meta.pid)
+            {
+                let start = daemon
+                    .store
+                    .read(&meta.id)
+                    .ok()
+                    .and_then(|report| report.start_time_ticks);
+                entry.insert((start, meta.id));
+            }
         }
     }
     let mut watch_ticks = ticker(daemon.config.watch.interval_seconds);
@@ -616,6 +763,10 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
                 });
                 guard.clear_ready();
             }
+            Some(saved) = saved_rx.recv() => {
+                daemon.saved(saved);
+                snapshot_tx.send_replace(Arc::new(daemon.snapshot()));
+            }
             Some(command) = commands.recv() => {
                 daemon.command(command);
                 snapshot_tx.send_replace(Arc::new(daemon.snapshot()));
@@ -632,6 +783,18 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     }
     info!("stopping: ending {} trace(s)", daemon.running.len());
     daemon.stop();
+    // Closing the queue lets the writer finish what is queued and stop.
+    let (closed, _) = std::sync::mpsc::channel();
+    drop(std::mem::replace(&mut daemon.writer, closed));
+    if tokio::task::spawn_blocking(move || writer.join())
+        .await
+        .map_or(true, |joined| joined.is_err())
+    {
+        warn!("the report writer failed");
+    }
+    while let Ok(saved) = saved_rx.try_recv() {
+        daemon.saved(saved);
+    }
     let _ = stop_api.send(());
     match tokio::time::timeout(Duration::from_secs(5), server).await {
         Ok(Ok(Ok(()))) => {}

@@ -49,6 +49,15 @@ enum Command {
     /// Run a command with empty probes where the allocator probes would go (what the
     /// breakpoints alone cost; used by `cargo xtask bench`).
     ProbeCost(ProbeCostArgs),
+    /// Write the man pages or the shell completions into DIR (used by `cargo xtask deb`).
+    #[command(hide = true)]
+    Generate {
+        /// What to write.
+        #[arg(value_enum)]
+        what: Generated,
+        /// Directory to write into (created if missing).
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -62,6 +71,10 @@ struct RunArgs {
     /// Where reports are kept (overrides daemon.state_dir).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Serve the API without a token on a non-loopback address (sets
+    /// daemon.allow_unauthenticated; stack reports reveal code).
+    #[arg(long)]
+    allow_unauthenticated: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Top(args) => Ok(top::run(&Client::new(args.daemon.daemon), args.interval)?),
         Command::Trace(args) => run_trace(args),
         Command::ProbeCost(args) => run_probe_cost(args),
+        Command::Generate { what, dir } => generate(what, &dir),
     }
 }
 
@@ -221,6 +235,7 @@ fn run_daemon(args: RunArgs) -> anyhow::Result<()> {
         config_path: args.config,
         listen: args.listen,
         state_dir: args.state_dir,
+        allow_unauthenticated: args.allow_unauthenticated,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -310,4 +325,47 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
         .and_then(|()| output.flush())
         .context("writing the report")?;
     Ok(())
+}
+
+/// What `leakmon generate` writes.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Generated {
+    /// `leakmon.1` and `leakmon-SUBCOMMAND.1` for each visible subcommand.
+    Man,
+    /// `leakmon.bash`, `_leakmon` (zsh) and `leakmon.fish`.
+    Completions,
+}
+
+/// Writes the man pages or the shell completions of the command line into `dir`.
+fn generate(what: Generated, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    match what {
+        Generated::Man => clap_mangen::generate_to(command, dir)
+            .with_context(|| format!("cannot write the man pages into {}", dir.display())),
+        Generated::Completions => {
+            use clap_complete::Shell;
+            // clap_complete offers hidden subcommands too: complete a copy without them.
+            let mut command = clap::Command::new("leakmon")
+                .version(env!("CARGO_PKG_VERSION"))
+                .args(command.get_arguments().cloned())
+                .subcommands(
+                    command
+                        .get_subcommands()
+                        .filter(|sub| !sub.is_hide_set())
+                        .cloned(),
+                );
+            for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
+                clap_complete::generate_to(shell, &mut command, "leakmon", dir).with_context(
+                    || {
+                        format!(
+                            "cannot write the {shell} completions into {}",
+                            dir.display()
+                        )
+                    },
+                )?;
+            }
+            Ok(())
+        }
+    }
 }

@@ -23,7 +23,7 @@ use crate::{
     regions::Regions,
     report::{Frame, ProbeSite, Report, StackReport, Totals},
     symbolize::{ModuleHistory, Symbolizer},
-    tracer::{Tracer, TracerError},
+    tracer::{Detached, Tracer, TracerError},
     trend::{self, LeakRule},
 };
 
@@ -112,6 +112,7 @@ enum FrameKey {
 #[derive(Debug)]
 pub struct Session {
     pid: NonZeroU32,
+    start_time_ticks: Option<u64>,
     params: SessionParams,
     probes: Vec<ProbeSite>,
     regions: Regions,
@@ -141,6 +142,9 @@ impl Session {
         let probes = tracer.attach(pid, objects, params.sample_rate)?;
         let mut session = Self {
             pid,
+            start_time_ticks: crate::procfs::read_stat(pid.get())
+                .ok()
+                .map(|stat| stat.start_time_ticks),
             params,
             probes,
             regions: Regions::default(),
@@ -259,25 +263,27 @@ impl Session {
         Ok(())
     }
 
-    /// Ends the window: detaches the probes, takes a last sample, builds the report with the
-    /// process's command name `comm`, and releases the process's kernel state.
+    /// Ends the window: takes the probes off, takes a last sample, builds the report with the
+    /// process's command name `comm`, and releases the process's kernel state. The probes are
+    /// handed back undetached (dropping them detaches them, see [`Tracer::detach_later`]).
     pub fn finish(
         mut self,
         tracer: &mut Tracer,
         symbolizer: &mut Symbolizer,
         comm: &str,
-    ) -> Result<Report, TracerError> {
+    ) -> (Result<Report, TracerError>, Detached) {
         let elapsed = self.started.elapsed().as_secs_f64();
         let end_ns = monotonic_ns();
-        tracer.detach(self.pid);
-        let totals = tracer.stack_totals(self.pid)?;
-        self.sample(&totals);
-        let report = self.build_report(tracer, symbolizer, comm, elapsed, end_ns);
+        let detached = tracer.detach_later(self.pid);
+        let report = tracer.stack_totals(self.pid).and_then(|totals| {
+            self.sample(&totals);
+            self.build_report(tracer, symbolizer, comm, elapsed, end_ns)
+        });
         if let Err(err) = tracer.purge(self.pid) {
             log::warn!("releasing the kernel state of pid {}: {err}", self.pid);
         }
         symbolizer.forget(&self.history);
-        report
+        (report, detached)
     }
 
     fn build_report(
@@ -436,6 +442,7 @@ impl Session {
         }
         Ok(Report {
             pid: pid.get(),
+            start_time_ticks: self.start_time_ticks,
             comm: comm.to_owned(),
             duration_seconds: elapsed,
             interval_seconds: self.params.interval.as_secs_f64(),

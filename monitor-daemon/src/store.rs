@@ -399,6 +399,7 @@ mod tests {
     fn report(pid: u32, comm: &str, stacks: usize) -> Report {
         Report {
             pid,
+            start_time_ticks: None,
             comm: comm.to_owned(),
             duration_seconds: 10.0,
             interval_seconds: 1.0,

@@ -153,10 +153,14 @@ impl ModuleHistory {
 
 /// Whether `pid` sees the same root directory (mount namespace and chroot) as we do.
 fn same_root(pid: Pid) -> bool {
-    match (fs::metadata(format!("/proc/{pid}/root")), fs::metadata("/")) {
+    let same_file = |theirs: String, ours: &str| match (fs::metadata(theirs), fs::metadata(ours)) {
         (Ok(theirs), Ok(ours)) => theirs.dev() == ours.dev() && theirs.ino() == ours.ino(),
         _ => false,
-    }
+    };
+    // The same root directory is not enough: another mount namespace (PrivateTmp, a container)
+    // can mount other files under the same paths.
+    same_file(format!("/proc/{pid}/root"), "/")
+        && same_file(format!("/proc/{pid}/ns/mnt"), "/proc/self/ns/mnt")
 }
 
 /// A way to open the file of `entry` later: its path when it names the same file for us,

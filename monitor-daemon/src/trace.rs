@@ -209,7 +209,9 @@ pub async fn trace(
             "the command was stopped at the end of the window ({status})"
         ));
     }
-    Ok(session.finish(&mut tracer, &mut Symbolizer::new(), &comm)?)
+    let (report, detached) = session.finish(&mut tracer, &mut Symbolizer::new(), &comm);
+    drop(detached);
+    Ok(report?)
 }
 
 /// Runs a command with programs that do nothing attached where the allocator probes would go,

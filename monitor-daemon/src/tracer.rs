@@ -13,7 +13,7 @@ use aya::{
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         ProgramError, TracePoint, UProbe,
-        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
     },
 };
 use log::{debug, info};
@@ -130,6 +130,15 @@ pub enum EmptyPlacement {
     Entry,
     /// At the offsets leakmon chose (see `placement`).
     Chosen,
+}
+
+/// Probes taken off a process (see [`Tracer::detach_later`]); dropping this detaches them.
+pub struct Detached(Vec<UProbeLink>);
+
+impl std::fmt::Debug for Detached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Detached({} probes)", self.0.len())
+    }
 }
 
 /// Per process, per stack id, the kernel's running totals.
@@ -409,21 +418,25 @@ impl Tracer {
     /// Stops tracing `pid`: detaches its probes and unregisters it. Its data stays in the maps
     /// until [`Tracer::purge`].
     pub fn detach(&mut self, pid: NonZeroU32) {
+        drop(self.detach_later(pid));
+    }
+
+    /// Unregisters `pid` and takes its probes off the programs without detaching them yet:
+    /// dropping the result detaches them, which costs the kernel a grace period per probe (a
+    /// second or more for a whole process), so the daemon drops it away from its main loop.
+    pub fn detach_later(&mut self, pid: NonZeroU32) -> Detached {
+        let mut links = Vec::new();
         for (name, link) in self.links.remove(&pid.get()).unwrap_or_default() {
-            if let Ok(program) = uprobe(&mut self.ebpf, name)
-                && let Err(err) = program.detach(link)
-            {
-                debug!("detaching {name} from pid {pid}: {err}");
+            match uprobe(&mut self.ebpf, name).map(|program| program.take_link(link)) {
+                Ok(Ok(link)) => links.push(link),
+                Ok(Err(err)) => debug!("detaching {name} from pid {pid}: {err}"),
+                Err(err) => debug!("detaching {name} from pid {pid}: {err}"),
             }
         }
         if let Err(err) = self.targets.remove(&pid.get()) {
             debug!("unregistering pid {pid}: {err}");
         }
-    }
-
-    /// Whether the kernel still traces `pid` (it stops by itself when the process exits).
-    pub fn is_registered(&self, pid: NonZeroU32) -> bool {
-        self.targets.get(&pid.get(), 0).is_ok()
+        Detached(links)
     }
 
     /// Removes every trace of `pid` from the kernel maps.

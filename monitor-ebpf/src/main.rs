@@ -459,14 +459,14 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
 #[uretprobe]
 pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
     let (pid_tgid, tgid) = current();
+    // A return without an entry in flight belongs to a call that began before the entry probe
+    // was attached: nothing of it was recorded, so nothing is lost.
     let Some(inflight) = INFLIGHT.get_ptr_mut(&pid_tgid) else {
-        count(Stat::DroppedUnmatchedReturn);
         return 0;
     };
     // SAFETY: this thread's entry.
     let record = unsafe {
         if (*inflight).active == 0 {
-            count(Stat::DroppedUnmatchedReturn);
             return 0;
         }
         if (*inflight).depth > 0 {

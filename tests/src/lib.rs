@@ -8,6 +8,7 @@
 //! rates. Every run's stderr is echoed to the test's own output, which the test runner shows
 //! when the test fails.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt::Write as _;
 use std::io::{Read, Write as _};
@@ -663,6 +664,8 @@ pub struct Daemon {
     process: Option<Running>,
     addr: SocketAddr,
     dir: TempDir,
+    /// `--state-dir`: `<dir>/state` unless [`Daemon::start_with_state_dir`] chose another.
+    state_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -674,6 +677,7 @@ impl std::fmt::Debug for Daemon {
             )
             .field("addr", &self.addr)
             .field("dir", &self.dir.path())
+            .field("state_dir", &self.state_dir)
             .finish()
     }
 }
@@ -682,6 +686,16 @@ impl Daemon {
     /// Starts `leakmon run --config FILE --listen ADDR --state-dir DIR` with `config` as the
     /// file, and waits until `GET /healthz` answers 200 (at most [`DAEMON_START_TIMEOUT`]).
     pub fn start(config: &str) -> Self {
+        Self::start_at(config, None)
+    }
+
+    /// Like [`Daemon::start`], with `state_dir` as `--state-dir` (say, a previous daemon's, to
+    /// see what a restart keeps); it is not removed when this is dropped.
+    pub fn start_with_state_dir(config: &str, state_dir: &Path) -> Self {
+        Self::start_at(config, Some(state_dir))
+    }
+
+    fn start_at(config: &str, state_dir: Option<&Path>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("leakmon-daemon-")
             .tempdir()
@@ -689,7 +703,7 @@ impl Daemon {
         let config_path = dir.path().join("leakmon.toml");
         std::fs::write(&config_path, config)
             .unwrap_or_else(|error| panic!("writing {}: {error}", config_path.display()));
-        let state_dir = dir.path().join("state");
+        let state_dir = state_dir.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let addr = free_local_addr();
         let mut command = Command::new(leakmon_bin());
         command
@@ -704,6 +718,7 @@ impl Daemon {
             process: Some(Running::spawn(command, "leakmon run")),
             addr,
             dir,
+            state_dir,
         };
         daemon.wait_healthy();
         daemon
@@ -741,7 +756,7 @@ impl Daemon {
 
     /// Its state directory (`--state-dir`).
     pub fn state_dir(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.state_dir.clone()
     }
 
     /// Sends a request without a body; panics when the exchange fails.
@@ -975,6 +990,399 @@ fn join_output(reader: Option<JoinHandle<Vec<u8>>>) -> String {
         .unwrap_or_default()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Reliability helpers: the daemon's own process (pid, RSS, CPU, SIGKILL), the kernel's view of
+// its BPF objects (programs, maps and their entries), breakpoints left in a process, processes
+// with a chosen pid, and traces of processes started some other way than from a scenario path.
+// ---------------------------------------------------------------------------------------------
+
+impl Daemon {
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("the daemon runs").child.id()
+    }
+
+    /// Sends SIGKILL and waits for it to die (at most [`DAEMON_STOP_TIMEOUT`]): a crash, with no
+    /// chance to detach anything itself.
+    pub fn kill(mut self) -> LeakmonRun {
+        let mut process = self.process.take().expect("the daemon runs");
+        if !process.has_exited() {
+            let pid = libc::pid_t::try_from(process.child.id()).expect("a pid fits in pid_t");
+            // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        process.set_limit(DAEMON_STOP_TIMEOUT);
+        process.stop().into()
+    }
+
+    /// `GET /api/v1/processes/{pid}`: the daemon's view of `pid`, `None` while it is not watched
+    /// (404); panics on any other answer.
+    pub fn process_view(&self, pid: u32) -> Option<monitor_daemon::model::ProcessView> {
+        let response = self.request("GET", &format!("/api/v1/processes/{pid}"));
+        match response.status {
+            200 => Some(response.json()),
+            404 => None,
+            status => panic!(
+                "GET /api/v1/processes/{pid} answered {status}: {}",
+                response.text()
+            ),
+        }
+    }
+
+    /// `GET /api/v1/status`.
+    pub fn status(&self) -> monitor_daemon::api::Status {
+        self.get_json("/api/v1/status")
+    }
+
+    /// Waits (at most `limit`) until the daemon watches `pid`, and returns its view.
+    pub fn wait_watched(&self, pid: u32, limit: Duration) -> monitor_daemon::model::ProcessView {
+        wait_for(limit, &format!("the daemon to watch pid {pid}"), || {
+            self.process_view(pid)
+        })
+    }
+
+    /// `POST /api/v1/processes/{pid}/trace?duration=SECONDS`, retried while the daemon answers
+    /// 409 because its trace slots are full (or its main loop has not seen the process yet) or 429 because requests come too fast (at most
+    /// `limit`); panics unless it ends in 202.
+    pub fn request_trace(&self, pid: u32, seconds: f64, limit: Duration) {
+        let target = format!("/api/v1/processes/{pid}/trace?duration={seconds}");
+        let started = Instant::now();
+        loop {
+            let response = self.post(&target);
+            match response.status {
+                202 => return,
+                409 if started.elapsed() < limit
+                    && ["max_concurrent", "is not watched"]
+                        .iter()
+                        .any(|why| response.text().contains(why)) =>
+                {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                // The API admits a trace request a second.
+                429 if started.elapsed() < limit => thread::sleep(Duration::from_millis(500)),
+                status => panic!("POST {target} answered {status}: {}", response.text()),
+            }
+        }
+    }
+}
+
+/// Polls `probe` every 100 ms until it returns `Some` (which is returned); panics, naming
+/// `what`, once `limit` has passed.
+pub fn wait_for<T>(limit: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "waited {:.1} s for {what}",
+            limit.as_secs_f64()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The resident set of a process in KiB (`VmRSS` of `/proc/PID/status`).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/status: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// The CPU time (user + system) of a process in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/stat: {error}"));
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // utime and stime are fields 14 and 15 of stat, the 12th and 13th after the comm.
+    let field = |index: usize| -> u64 {
+        fields
+            .get(index)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("bad /proc/{pid}/stat: {stat}"))
+    };
+    field(11) + field(12)
+}
+
+/// The ids of the BPF programs and maps a process holds descriptors to (from the
+/// `prog_id:`/`map_id:` lines of `/proc/PID/fdinfo/*`; a link's descriptor names its program).
+pub fn bpf_ids_held_by(pid: u32) -> (BTreeSet<u32>, BTreeSet<u32>) {
+    let mut programs = BTreeSet::new();
+    let mut maps = BTreeSet::new();
+    let dir = format!("/proc/{pid}/fdinfo");
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|error| panic!("reading {dir}: {error}"));
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(info) = std::fs::read_to_string(entry.path()) else {
+            continue;
+        };
+        for line in info.lines() {
+            let parse = |value: &str| value.trim().parse::<u32>().ok();
+            if let Some(id) = line.strip_prefix("prog_id:").and_then(parse) {
+                programs.insert(id);
+            } else if let Some(id) = line.strip_prefix("map_id:").and_then(parse) {
+                maps.insert(id);
+            }
+        }
+    }
+    (programs, maps)
+}
+
+/// The ids of every BPF program loaded in the kernel.
+pub fn loaded_program_ids() -> BTreeSet<u32> {
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .map(|program| program.id())
+        .collect()
+}
+
+/// The kernel's own view of some BPF maps, read with `bpftool`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelMaps {
+    /// Entries per map name.
+    pub entries: BTreeMap<String, usize>,
+    /// The pids registered in `TARGETS` (its keys).
+    pub targets: Vec<u32>,
+}
+
+/// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name).
+pub const STATE_MAPS: [&str; 6] = [
+    "ALLOCS",
+    "STACKS",
+    "STACK_STATS",
+    "INFLIGHT",
+    "SYSCALLS",
+    "TARGETS",
+];
+
+fn bpftool_json(args: &[&str]) -> serde_json::Value {
+    let output = Command::new("bpftool")
+        .arg("-j")
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("running bpftool (Debian: bpftool): {error}"));
+    assert!(
+        output.status.success(),
+        "bpftool -j {} failed ({}): {}",
+        args.join(" "),
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|error| panic!("bpftool -j {} printed bad JSON: {error}", args.join(" ")))
+}
+
+/// A map key as bytes: bpftool prints `["0x2a","0x00",...]` for maps without BTF.
+fn key_bytes(key: &serde_json::Value) -> Vec<u8> {
+    key.as_array()
+        .map(|bytes| {
+            bytes
+                .iter()
+                .filter_map(|byte| byte.as_str())
+                .filter_map(|byte| u8::from_str_radix(byte.trim_start_matches("0x"), 16).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The entries of the [`STATE_MAPS`] that the process `pid` (a leakmon) holds, as the kernel
+/// sees them (`bpftool map dump id N`).
+pub fn kernel_maps_of(pid: u32) -> KernelMaps {
+    let (_, map_ids) = bpf_ids_held_by(pid);
+    let mut maps = KernelMaps::default();
+    for id in map_ids {
+        let id = id.to_string();
+        let show = bpftool_json(&["map", "show", "id", &id]);
+        let Some(name) = show["name"]
+            .as_str()
+            .filter(|name| STATE_MAPS.contains(name))
+        else {
+            continue;
+        };
+        let dump = bpftool_json(&["map", "dump", "id", &id]);
+        let entries = dump.as_array().cloned().unwrap_or_default();
+        if name == "TARGETS" {
+            for entry in &entries {
+                let key = &entry["key"];
+                let pid = key.as_u64().map(|pid| pid as u32).or_else(|| {
+                    let bytes = key_bytes(key);
+                    bytes
+                        .get(..4)
+                        .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")))
+                });
+                maps.targets.extend(pid);
+            }
+        }
+        *maps.entries.entry(name.to_owned()).or_default() += entries.len();
+    }
+    maps
+}
+
+/// Breakpoints (`int3`) that are in a process's executable file mappings but not in the files:
+/// the uprobes installed in it. Reads the code through `/proc/PID/mem` and the files through
+/// `/proc/PID/map_files`.
+pub fn breakpoints_in(pid: u32) -> usize {
+    use std::os::unix::fs::FileExt as _;
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_else(|error| panic!("reading /proc/{pid}/maps: {error}"));
+    let mem = std::fs::File::open(format!("/proc/{pid}/mem"))
+        .unwrap_or_else(|error| panic!("opening /proc/{pid}/mem: {error}"));
+    let mut found = 0;
+    for line in maps.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [range, perms, offset, _, inode, path, ..] = fields[..] else {
+            continue;
+        };
+        if !perms.contains('x') || inode == "0" || !path.starts_with('/') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let start = u64::from_str_radix(start, 16).expect("a hex address");
+        let end = u64::from_str_radix(end, 16).expect("a hex address");
+        let offset = u64::from_str_radix(offset, 16).expect("a hex offset");
+        let len = usize::try_from(end - start).expect("a mapping fits in memory");
+        let mut code = vec![0; len];
+        let mut file = vec![0; len];
+        if mem.read_exact_at(&mut code, start).is_err() {
+            continue;
+        }
+        let map_file = format!("/proc/{pid}/map_files/{range}");
+        let Ok(backing) = std::fs::File::open(&map_file) else {
+            continue;
+        };
+        // A mapping may run past the end of its file: those bytes stay 0.
+        let mut read = 0;
+        while read < len {
+            match backing.read_at(&mut file[read..], offset + read as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+        found += code
+            .iter()
+            .zip(&file)
+            .filter(|(code, file)| **code == 0xcc && **file != 0xcc)
+            .count();
+    }
+    found
+}
+
+/// The lines of the kernel's tracefs `uprobe_events` (probes created by name rather than
+/// through the perf PMU) that look like leakmon's (aya names them after the program).
+pub fn leakmon_uprobe_events() -> Vec<String> {
+    [
+        "/sys/kernel/tracing/uprobe_events",
+        "/sys/kernel/debug/tracing/uprobe_events",
+    ]
+    .iter()
+    .find_map(|path| std::fs::read_to_string(path).ok())
+    .unwrap_or_default()
+    .lines()
+    .filter(|line| {
+        ["aya", "leakmon", "alloc_", "free_enter"]
+            .iter()
+            .any(|needle| line.contains(needle))
+    })
+    .map(str::to_owned)
+    .collect()
+}
+
+/// The pid of the first process below `root` (itself included) whose comm is `comm`, waiting
+/// for it at most `limit`.
+pub fn find_descendant(root: u32, comm: &str, limit: Duration) -> u32 {
+    fn children(pid: u32) -> Vec<u32> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        tasks
+            .filter_map(Result::ok)
+            .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+            .flat_map(|text| {
+                text.split_whitespace()
+                    .filter_map(|pid| pid.parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+    wait_for(limit, &format!("a process {comm} below pid {root}"), || {
+        let mut queue = vec![root];
+        while let Some(pid) = queue.pop() {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if name.trim_end() == comm {
+                return Some(pid);
+            }
+            queue.extend(children(pid));
+        }
+        None
+    })
+}
+
+/// Starts the command `make` builds so that it gets the pid `pid` (which must be free), by
+/// writing `pid - 1` to `/proc/sys/kernel/ns_last_pid` just before; another process forking in
+/// between takes the pid, so this tries up to `attempts` times. `None` when every attempt missed.
+pub fn spawn_with_pid(
+    mut make: impl FnMut() -> Command,
+    what: &str,
+    pid: u32,
+    attempts: usize,
+) -> Option<BackgroundProcess> {
+    for _ in 0..attempts {
+        let command = make();
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .unwrap_or_else(|error| panic!("writing /proc/sys/kernel/ns_last_pid: {error}"));
+        let process = BackgroundProcess::spawn(command, what);
+        if process.pid() == pid {
+            return Some(process);
+        }
+    }
+    None
+}
+
+/// [`trace_pid`] for a process started by `command` rather than from a scenario's path (in
+/// another namespace, from a copy, ...): starts it, lets it run for `warmup`, traces the pid
+/// `resolve` gives for the started one with `leakmon trace --format json ... --pid PID ARGS...`,
+/// waits for it to end, and parses the report and the summary line of `scenario` (the program
+/// that prints it, which may not be the one started).
+pub fn trace_spawned(
+    command: Command,
+    what: &str,
+    scenario: &str,
+    args: &[&str],
+    warmup: Duration,
+    resolve: impl FnOnce(u32) -> u32,
+) -> (TraceRun, u32) {
+    let _serial = serial();
+    let running = Running::spawn(command, what);
+    let pid = resolve(running.child.id());
+    thread::sleep(warmup);
+    let traced = trace_unserialized("json", args, vec!["--pid".into(), pid.to_string().into()]);
+    let finished = running.finish();
+    assert!(
+        finished.status.success(),
+        "{what} failed ({}): {}\nleakmon stderr:\n{}",
+        finished.status,
+        finished.stderr,
+        traced.run.stderr
+    );
+    let summary = parse_summary(&finished.stdout, scenario, &traced.run.stderr);
+    let run = finish_trace(traced, summary);
+    assert_eq!(
+        run.report.pid, pid,
+        "the report is about another process\nleakmon stderr:\n{}",
+        run.stderr
+    );
+    (run, pid)
+}
+
 #[cfg(test)]
 mod tests {
     use std::panic::catch_unwind;
@@ -1007,6 +1415,7 @@ mod tests {
     fn report(stacks: Vec<StackReport>) -> Report {
         Report {
             pid: 1,
+            start_time_ticks: None,
             comm: "test".to_owned(),
             duration_seconds: 6.0,
             interval_seconds: 0.5,

@@ -3,8 +3,11 @@
 mod bench;
 mod bench_daemon;
 mod daemon;
+mod deb;
+mod fuzz;
 mod process;
 mod setup;
+mod soak;
 mod suite;
 
 use std::process::ExitCode;
@@ -28,6 +31,17 @@ tasks:
                       malloc+free untraced, with empty probes, under leakmon trace) and what the
                       daemon costs (CPU and memory watching 1000 idle processes, always-on
                       overhead on the loop)
+  deb                 setup, build, then build the Debian package target/debian/leakmon_*.deb
+                      with cargo-deb (installed when missing): the binary, the systemd unit
+                      (neither enabled nor started), /etc/leakmon/config.toml, man pages,
+                      shell completions
+  fuzz [--seconds N] [TARGET...]
+                      setup, install cargo-fuzz when missing, then fuzz each target (config,
+                      api_query, report_json; default all) for N seconds (default 60) from the
+                      seeds in fuzz/corpus/TARGET/; crashes land in fuzz/artifacts/TARGET/
+  soak --minutes N    build, then run the daemon N minutes under process churn, leaking and
+                      non-leaking programs (automatic tracing on), sampling its RSS and CPU
+                      every 10 s; fails if RSS grows more than max(4 MiB, 10%)
   help                print this";
 
 fn main() -> ExitCode {
@@ -69,6 +83,21 @@ fn dispatch(args: &[String]) -> Result<()> {
             no_arguments(task, rest)?;
             setup::setup()?;
             bench::bench()
+        }
+        "deb" => {
+            no_arguments(task, rest)?;
+            setup::setup()?;
+            deb::deb()
+        }
+        "fuzz" => {
+            let args = fuzz::parse_args(rest)?;
+            setup::setup()?;
+            fuzz::fuzz(&args)
+        }
+        "soak" => {
+            let minutes = soak::parse_minutes(rest)?;
+            setup::setup()?;
+            soak::soak(minutes)
         }
         "help" | "-h" | "--help" => {
             println!("{USAGE}");

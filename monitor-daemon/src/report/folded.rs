@@ -68,6 +68,7 @@ mod tests {
     fn report(stacks: Vec<(u64, Vec<Frame>)>) -> Report {
         Report {
             pid: 1,
+            start_time_ticks: None,
             comm: "app".to_owned(),
             duration_seconds: 10.0,
             interval_seconds: 1.0,

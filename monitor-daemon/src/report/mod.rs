@@ -105,6 +105,10 @@ pub fn encode(report: &Report, format: OutputFormat, top: usize) -> Result<Vec<u
 pub struct Report {
     /// The traced process.
     pub pid: u32,
+    /// Its start time in clock ticks since boot (with the pid, its identity: a later process
+    /// with the same pid is another process), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time_ticks: Option<u64>,
     /// Its command name (`/proc/PID/comm`).
     pub comm: String,
     /// Length of the observation window, in seconds.
@@ -202,6 +206,7 @@ mod tests {
     fn report() -> Report {
         Report {
             pid: 9,
+            start_time_ticks: None,
             comm: "app".to_owned(),
             duration_seconds: 2.0,
             interval_seconds: 1.0,

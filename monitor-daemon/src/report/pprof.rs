@@ -543,6 +543,7 @@ mod tests {
         };
         Report {
             pid: 77,
+            start_time_ticks: None,
             comm: "app".to_owned(),
             duration_seconds: 30.5,
             interval_seconds: 1.0,

@@ -229,6 +229,7 @@ mod tests {
         caller.line = Some(120);
         Report {
             pid: 4242,
+            start_time_ticks: None,
             comm: "app".to_owned(),
             duration_seconds: 60.0,
             interval_seconds: 5.0,
