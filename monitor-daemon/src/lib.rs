@@ -18,6 +18,8 @@ pub mod report;
 pub mod session;
 pub mod store;
 pub mod symbolize;
+#[cfg(test)]
+mod testing;
 pub mod top;
 pub mod trace;
 pub mod tracer;

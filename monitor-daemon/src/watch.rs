@@ -705,35 +705,13 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
+    use crate::testing::Rng;
 
     const MIB: f64 = 1024.0 * 1024.0;
     /// Seconds since boot of the first simulated sample.
     const BOOT_OFFSET: f64 = 10_000.0;
     const TICKS: f64 = 100.0;
     const PAGE: u64 = 4096;
-
-    /// SplitMix64 with a Box-Muller normal: deterministic synthetic noise.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn uniform(&mut self) -> f64 {
-            (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            let u1 = 1.0 - self.uniform();
-            let u2 = self.uniform();
-            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
-        }
-    }
 
     #[derive(Debug, Clone)]
     struct FakeProc {

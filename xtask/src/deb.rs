@@ -47,7 +47,7 @@ pub fn deb() -> Result<()> {
     if !workspace_root().join(UNIT).is_file() {
         bail!("{UNIT} is missing: the package would have no systemd unit");
     }
-    cargo_deb()?;
+    crate::setup::ensure_cargo_tool("deb", "deb", "cargo-deb")?;
     dpkg_dev()?;
     let leakmon = daemon::build_release()?;
     let assets = workspace_root().join(ASSETS_DIR);
@@ -64,41 +64,6 @@ pub fn deb() -> Result<()> {
     check_package(&deb, &man_pages)?;
     println!("built {}", deb.display());
     Ok(())
-}
-
-/// Installs cargo-deb unless `cargo deb --version` already works.
-fn cargo_deb() -> Result<()> {
-    match cargo_deb_version()? {
-        Ok(version) => {
-            println!("deb: cargo-deb: installed ({version})");
-            return Ok(());
-        }
-        Err(problem) => println!("deb: cargo-deb: {problem}, installing"),
-    }
-    run(process::cargo()?.args(["install", "cargo-deb", "--locked"]))?;
-    match cargo_deb_version()? {
-        Ok(version) => {
-            println!("deb: cargo-deb: installed ({version})");
-            Ok(())
-        }
-        Err(problem) => bail!("cargo-deb was just installed but {problem}"),
-    }
-}
-
-/// The version `cargo deb --version` prints, or why it does not run.
-fn cargo_deb_version() -> Result<Result<String, String>> {
-    let result = process::cargo()?
-        .args(["deb", "--version"])
-        .stdin(Stdio::null())
-        .output();
-    Ok(match result {
-        Err(error) if error.kind() == ErrorKind::NotFound => Err("cargo not found".to_owned()),
-        Err(error) => Err(format!("does not start ({error})")),
-        Ok(output) if output.status.success() => {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        }
-        Ok(_) => Err("not found".to_owned()),
-    })
 }
 
 /// cargo-deb computes `Depends` (`$auto`) with dpkg-shlibdeps, from dpkg-dev; without it the

@@ -5,8 +5,7 @@
 //! finds in `target/fuzz/corpus/TARGET/` (the seeds stay as they are); crashes are left in
 //! `fuzz/artifacts/TARGET/` by cargo-fuzz.
 use std::fs;
-use std::io::ErrorKind;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -59,7 +58,7 @@ pub fn parse_args(args: &[String]) -> Result<FuzzArgs> {
 
 /// Installs cargo-fuzz if needed, builds every target, then runs each for `args.seconds`.
 pub fn fuzz(args: &FuzzArgs) -> Result<()> {
-    cargo_fuzz()?;
+    crate::setup::ensure_cargo_tool("fuzz", "fuzz", "cargo-fuzz")?;
     run(&mut cargo_fuzz_command("build")?)?;
     for target in &args.targets {
         let seeds = workspace_root().join("fuzz").join("corpus").join(target);
@@ -94,41 +93,6 @@ fn cargo_fuzz_command(subcommand: &str) -> Result<Command> {
         .env("RUSTC_BOOTSTRAP", "1")
         .args(["fuzz", subcommand]);
     Ok(command)
-}
-
-/// Installs cargo-fuzz unless `cargo fuzz --version` already works.
-fn cargo_fuzz() -> Result<()> {
-    match cargo_fuzz_version()? {
-        Ok(version) => {
-            println!("fuzz: cargo-fuzz: installed ({version})");
-            return Ok(());
-        }
-        Err(problem) => println!("fuzz: cargo-fuzz: {problem}, installing"),
-    }
-    run(process::cargo()?.args(["install", "cargo-fuzz", "--locked"]))?;
-    match cargo_fuzz_version()? {
-        Ok(version) => {
-            println!("fuzz: cargo-fuzz: installed ({version})");
-            Ok(())
-        }
-        Err(problem) => bail!("cargo-fuzz was just installed but {problem}"),
-    }
-}
-
-/// The version `cargo fuzz --version` prints, or why it does not run.
-fn cargo_fuzz_version() -> Result<Result<String, String>> {
-    let result = process::cargo()?
-        .args(["fuzz", "--version"])
-        .stdin(Stdio::null())
-        .output();
-    Ok(match result {
-        Err(error) if error.kind() == ErrorKind::NotFound => Err("cargo not found".to_owned()),
-        Err(error) => Err(format!("does not start ({error})")),
-        Ok(output) if output.status.success() => {
-            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-        }
-        Ok(_) => Err("not found".to_owned()),
-    })
 }
 
 #[cfg(test)]

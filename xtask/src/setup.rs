@@ -245,3 +245,39 @@ fn debian_packages() -> Result<()> {
         .args(["install", "-y", "--no-install-recommends"])
         .args(&missing))
 }
+
+/// Installs the cargo subcommand `cargo SUBCOMMAND` from the crate `krate` unless
+/// `cargo SUBCOMMAND --version` already works; `task` prefixes the lines it prints.
+pub fn ensure_cargo_tool(task: &str, subcommand: &str, krate: &str) -> Result<()> {
+    match cargo_tool_version(subcommand)? {
+        Ok(version) => {
+            println!("{task}: {krate}: installed ({version})");
+            return Ok(());
+        }
+        Err(problem) => println!("{task}: {krate}: {problem}, installing"),
+    }
+    run(process::cargo()?.args(["install", krate, "--locked"]))?;
+    match cargo_tool_version(subcommand)? {
+        Ok(version) => {
+            println!("{task}: {krate}: installed ({version})");
+            Ok(())
+        }
+        Err(problem) => bail!("{krate} was just installed but {problem}"),
+    }
+}
+
+/// The version `cargo SUBCOMMAND --version` prints, or why it does not run.
+fn cargo_tool_version(subcommand: &str) -> Result<std::result::Result<String, String>> {
+    let result = process::cargo()?
+        .args([subcommand, "--version"])
+        .stdin(Stdio::null())
+        .output();
+    Ok(match result {
+        Err(error) if error.kind() == ErrorKind::NotFound => Err("cargo not found".to_owned()),
+        Err(error) => Err(format!("does not start ({error})")),
+        Ok(output) if output.status.success() => {
+            Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        }
+        Ok(_) => Err("not found".to_owned()),
+    })
+}
