@@ -195,7 +195,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("leakmon: {err:#}");
+            eprintln!("leakmon: {}", one_line(&err));
             ExitCode::FAILURE
         }
     }
@@ -368,4 +368,21 @@ fn generate(what: Generated, dir: &std::path::Path) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The error and its causes on one line. The library's errors already name their cause in
+/// their own message, so a cause whose text is already there is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.replace('\n', " ")
 }
