@@ -174,7 +174,7 @@ pub struct StackReport {
     pub growth_bytes_per_second: f64,
     /// Age of the oldest outstanding allocation, in seconds.
     pub oldest_age_seconds: f64,
-    /// Whether the outstanding bytes kept growing across the window (see `trend::is_leak`).
+    /// Whether the outstanding bytes kept growing across the window (see `trend::assess`).
     pub leaking: bool,
     /// Frames, innermost (the allocator's caller) first.
     pub frames: Vec<Frame>,
