@@ -10,7 +10,10 @@ use std::{
     net::SocketAddr,
     num::NonZeroU32,
     path::PathBuf,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::{Duration, Instant, SystemTime},
 };
 
@@ -126,6 +129,7 @@ struct WriteJob {
     comm: String,
     report: Result<crate::report::Report, TracerError>,
     detached: tracer::Detached,
+    detaching: Arc<AtomicUsize>,
 }
 
 /// The report writer: one thread that detaches finished traces' probes and stores their
@@ -143,8 +147,10 @@ fn report_writer(
             comm,
             report,
             detached,
+            detaching,
         } = job;
-        drop(detached);
+        detached.detach_in_parallel();
+        detaching.fetch_sub(1, Ordering::Relaxed);
         let outcome = match report {
             Ok(report) => {
                 let leaking = report.stacks.iter().filter(|stack| stack.leaking).count();
@@ -204,6 +210,11 @@ struct Daemon {
     latest_reports: HashMap<u32, (Option<u64>, String)>,
     /// The report writer's queue (see [`report_writer`]).
     writer: std::sync::mpsc::Sender<WriteJob>,
+    /// Finished traces whose probes the writer has not detached yet. Detaching costs the kernel
+    /// a grace period per probe (a second or two per process), so no new trace starts while
+    /// `trace.max_concurrent` of them wait: the probes (and their descriptors) stay bounded
+    /// however fast processes come and go.
+    detaching: Arc<AtomicUsize>,
     views: Vec<ProcessView>,
     health: ProbeHealth,
     last_counters: Option<(Instant, u64)>,
@@ -258,6 +269,9 @@ impl Daemon {
     /// Starts traces for the processes that want one, most relevant first, within the limits.
     fn escalate(&mut self) {
         let trace = self.config.trace.clone();
+        if self.detaching.load(Ordering::Relaxed) >= trace.max_concurrent {
+            return;
+        }
         let now = Instant::now();
         let mut starts = Vec::new();
         for view in &self.views {
@@ -422,7 +436,9 @@ impl Daemon {
             comm: running.comm,
             report,
             detached,
+            detaching: Arc::clone(&self.detaching),
         };
+        self.detaching.fetch_add(1, Ordering::Relaxed);
         if self.writer.send(job).is_err() {
             error!("the report writer has stopped; the report of pid {pid} is lost");
         }
@@ -501,6 +517,11 @@ impl Daemon {
         }
         if self.running.contains_key(&pid) {
             return Err(format!("pid {pid} is already being traced"));
+        }
+        if self.detaching.load(Ordering::Relaxed) >= self.config.trace.max_concurrent {
+            return Err(
+                "finished traces are still being detached; try again in a few seconds".to_owned(),
+            );
         }
         if self.running.len() >= self.config.trace.max_concurrent {
             return Err(format!(
@@ -716,6 +737,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         cooldown: HashMap::new(),
         latest_reports: HashMap::new(),
         writer: jobs_tx,
+        detaching: Arc::new(AtomicUsize::new(0)),
         views: Vec::new(),
         health: ProbeHealth {
             loaded: true,
