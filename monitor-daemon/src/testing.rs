@@ -1,5 +1,5 @@
 //! Helpers shared by the unit tests: a small deterministic random generator for synthetic
-//! series (no random crate, so a failing seed reproduces exactly).
+//! series (no random crate, so a failing seed reproduces exactly), and report frames.
 
 /// SplitMix64 with a Box-Muller normal: deterministic synthetic noise.
 #[derive(Debug)]
@@ -25,5 +25,21 @@ impl Rng {
         let u1 = 1.0 - self.uniform();
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// A frame with no source location.
+pub(crate) fn frame(
+    address: u64,
+    symbol: Option<&str>,
+    module: Option<&str>,
+) -> crate::report::Frame {
+    crate::report::Frame {
+        address,
+        symbol: symbol.map(str::to_owned),
+        module: module.map(str::to_owned),
+        file: None,
+        line: None,
+        inlined: false,
     }
 }

@@ -53,17 +53,7 @@ mod tests {
 
     use super::*;
     use crate::report::{StackReport, Totals};
-
-    fn frame(address: u64, symbol: Option<&str>, module: Option<&str>) -> Frame {
-        Frame {
-            address,
-            symbol: symbol.map(str::to_owned),
-            module: module.map(str::to_owned),
-            file: None,
-            line: None,
-            inlined: false,
-        }
-    }
+    use crate::testing::frame;
 
     fn report(stacks: Vec<(u64, Vec<Frame>)>) -> Report {
         Report {

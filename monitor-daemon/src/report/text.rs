@@ -193,17 +193,7 @@ mod tests {
 
     use super::*;
     use crate::report::Totals;
-
-    fn frame(address: u64, symbol: Option<&str>, module: Option<&str>) -> Frame {
-        Frame {
-            address,
-            symbol: symbol.map(str::to_owned),
-            module: module.map(str::to_owned),
-            file: None,
-            line: None,
-            inlined: false,
-        }
-    }
+    use crate::testing::frame;
 
     fn stack(bytes: u64, growth: f64, leaking: bool, frames: Vec<Frame>) -> StackReport {
         StackReport {
