@@ -23,6 +23,12 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "valgrind",
     // perf: the end-to-end tests measure the overhead leakmon adds to a traced program.
     "linux-perf",
+    // The reliability tests read the kernel's own view of leakmon's BPF maps with bpftool.
+    "bpftool",
+    // The deploy tests check the systemd unit with systemd-analyze; the reliability tests use
+    // util-linux's unshare and setpriv.
+    "systemd",
+    "util-linux",
 ];
 
 /// Checks and installs everything; fails first thing when not running as root.
