@@ -57,9 +57,15 @@ const UNSIZED_FUNCTION_BYTES: u64 = 64;
 /// Why the allocator entry points could not be found.
 #[derive(Debug, Error)]
 pub enum AllocatorError {
-    /// The process exited (or never existed).
+    /// The process exited (or never existed); a zombie has exited too.
     #[error("process {pid} is gone")]
     ProcessGone {
+        /// The process.
+        pid: u32,
+    },
+    /// The process is a kernel thread: it has no user-space memory.
+    #[error("process {pid} is a kernel thread: it has no user-space allocator")]
+    KernelThread {
         /// The process.
         pid: u32,
     },
@@ -257,8 +263,15 @@ fn plan_function(elf: &Elf<'_>, address: u64, function: &Function) -> Option<Sit
     })
 }
 
-fn process_exists(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// Why process `pid` offers no allocator: it exited (a zombie has: its memory is gone), it is a
+/// kernel thread, or none of its objects defines one.
+fn no_allocator(pid: u32) -> AllocatorError {
+    match procfs::read_stat(pid) {
+        Err(ProcError::Gone { .. }) => AllocatorError::ProcessGone { pid },
+        Ok(stat) if matches!(stat.state, 'Z' | 'X') => AllocatorError::ProcessGone { pid },
+        Ok(stat) if stat.vsize_bytes == 0 => AllocatorError::KernelThread { pid },
+        _ => AllocatorError::NoAllocator { pid },
+    }
 }
 
 /// The path that reaches a mapped file from our mount namespace.
@@ -304,15 +317,14 @@ pub fn allocator_objects(pid: u32) -> Result<Vec<AllocatorObject>, AllocatorErro
                 display_path,
                 sites,
             }),
-            Err(_) if !process_exists(pid) => return Err(AllocatorError::ProcessGone { pid }),
-            Err(err) => log::debug!("process {pid}: skipping {display_path}: {err}"),
+            Err(err) => match no_allocator(pid) {
+                gone @ AllocatorError::ProcessGone { .. } => return Err(gone),
+                _ => log::debug!("process {pid}: skipping {display_path}: {err}"),
+            },
         }
     }
     if objects.is_empty() {
-        if !process_exists(pid) {
-            return Err(AllocatorError::ProcessGone { pid });
-        }
-        return Err(AllocatorError::NoAllocator { pid });
+        return Err(no_allocator(pid));
     }
     Ok(objects)
 }
@@ -502,6 +514,32 @@ mod tests {
         );
         site(&libc.sites, "malloc");
         site(&libc.sites, "free");
+    }
+
+    #[test]
+    fn a_zombie_is_gone_and_a_kernel_thread_says_so() {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while procfs::read_stat(pid).unwrap().state != 'Z' {
+            assert!(std::time::Instant::now() < deadline, "`true` did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let zombie = allocator_objects(pid);
+        child.wait().unwrap();
+        match zombie {
+            Err(AllocatorError::ProcessGone { pid: p }) => assert_eq!(p, pid),
+            other => panic!("expected ProcessGone for a zombie, got {other:?}"),
+        }
+        let kthreadd = 2;
+        assert_eq!(procfs::read_comm(kthreadd).unwrap(), "kthreadd");
+        match allocator_objects(kthreadd) {
+            Err(error @ AllocatorError::KernelThread { pid: 2 }) => assert_eq!(
+                error.to_string(),
+                "process 2 is a kernel thread: it has no user-space allocator"
+            ),
+            other => panic!("expected KernelThread for kthreadd, got {other:?}"),
+        }
     }
 
     #[test]

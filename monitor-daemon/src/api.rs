@@ -176,7 +176,7 @@ impl Token {
     }
 
     /// [`Token::read`] with the owner the file must have.
-    fn read_owned_by(path: &FsPath, owner: u32) -> Result<Self, AccessError> {
+    pub(crate) fn read_owned_by(path: &FsPath, owner: u32) -> Result<Self, AccessError> {
         let path_buf = || path.to_path_buf();
         let read_error = |source| AccessError::Read {
             path: path_buf(),
@@ -209,6 +209,11 @@ impl Token {
             return Err(AccessError::Malformed { path: path_buf() });
         }
         Ok(Self(token.into()))
+    }
+
+    /// The token itself, for a client to send.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
     }
 
     /// Whether `presented` is the token, in a time that depends only on `presented`'s length.
@@ -908,6 +913,7 @@ mod tests {
     use crate::model::Reason;
     use crate::report::pprof::decode_pprof;
     use crate::report::{Frame, StackReport, Totals};
+    use crate::testing::{euid, token_file};
 
     /// Watched, suspected, traced; has a report with a leaking stack.
     const LEAKY: u32 = 10;
@@ -1108,26 +1114,9 @@ mod tests {
         })
     }
 
-    /// The current user's euid, which [`token_file`]'s files have.
-    fn euid() -> u32 {
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        unsafe { libc::geteuid() }
-    }
-
-    /// A file in `dir` holding `contents` with permission bits `mode`.
-    fn token_file(dir: &TempDir, contents: &str, mode: u32) -> PathBuf {
-        use std::os::unix::fs::PermissionsExt as _;
-        let path = dir
-            .path()
-            .join(format!("token-{mode:o}-{}", contents.len()));
-        std::fs::write(&path, contents).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
-        path
-    }
-
     /// A router requiring [`TOKEN`].
     fn with_token(fixture: &Fixture) -> Router {
-        let path = token_file(&fixture._dir, &format!("{TOKEN}\n"), 0o600);
+        let path = token_file(fixture._dir.path(), &format!("{TOKEN}\n"), 0o600);
         let token = Token::read_owned_by(&path, euid()).unwrap();
         guarded(fixture, Access::new(Some(token), UNLIMITED))
     }
@@ -1669,12 +1658,12 @@ mod tests {
     fn token_file_must_be_root_only_and_not_empty() {
         let dir = tempfile::tempdir().unwrap();
         let me = euid();
-        let good = token_file(&dir, &format!("  {TOKEN}\r\n"), 0o400);
+        let good = token_file(dir.path(), &format!("  {TOKEN}\r\n"), 0o400);
         let token = Token::read_owned_by(&good, me).unwrap();
         assert!(token.matches(TOKEN.as_bytes()));
 
         for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o610] {
-            let path = token_file(&dir, TOKEN, mode);
+            let path = token_file(dir.path(), TOKEN, mode);
             let error = Token::read_owned_by(&path, me).unwrap_err();
             assert!(
                 matches!(error, AccessError::Mode { mode: got, .. } if got == mode),
@@ -1690,7 +1679,7 @@ mod tests {
             "{error:?}"
         );
         for empty in ["", "\n", " \t\r\n"] {
-            let path = token_file(&dir, empty, 0o600);
+            let path = token_file(dir.path(), empty, 0o600);
             let error = Token::read_owned_by(&path, me).unwrap_err();
             assert!(matches!(error, AccessError::Empty { .. }), "{error:?}");
         }
@@ -1700,11 +1689,11 @@ mod tests {
             "caf\u{e9}".to_owned(),
             "x".repeat(MAX_TOKEN_BYTES + 1),
         ] {
-            let path = token_file(&dir, &malformed, 0o600);
+            let path = token_file(dir.path(), &malformed, 0o600);
             let error = Token::read_owned_by(&path, me).unwrap_err();
             assert!(matches!(error, AccessError::Malformed { .. }), "{error:?}");
         }
-        let long = token_file(&dir, &"x".repeat(MAX_TOKEN_BYTES), 0o600);
+        let long = token_file(dir.path(), &"x".repeat(MAX_TOKEN_BYTES), 0o600);
         Token::read_owned_by(&long, me).unwrap();
         let error = Token::read_owned_by(&dir.path().join("missing"), me).unwrap_err();
         assert!(matches!(error, AccessError::Read { .. }), "{error:?}");
@@ -1714,7 +1703,7 @@ mod tests {
     #[test]
     fn startup_refuses_a_group_or_world_readable_token_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = token_file(&dir, TOKEN, 0o644);
+        let path = token_file(dir.path(), TOKEN, 0o644);
         let config = DaemonConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 9464)),
             token_file: Some(path.clone()),
@@ -1730,7 +1719,7 @@ mod tests {
             )
         );
         // Root-only and owned by root: accepted when the tests run as root.
-        let path = token_file(&dir, TOKEN, 0o600);
+        let path = token_file(dir.path(), TOKEN, 0o600);
         let result = Access::from_config(&DaemonConfig {
             token_file: Some(path),
             ..config

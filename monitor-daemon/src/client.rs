@@ -1,6 +1,7 @@
 //! A small blocking HTTP/1.1 client for the daemon's API (`leakmon status`, `report`, `trace`
 //! and `top` use it): plain HTTP over [`TcpStream`] to a local daemon, with connect and read
-//! timeouts, `Content-Length`, chunked and read-to-close bodies, and typed one-line errors.
+//! timeouts, `Content-Length`, chunked and read-to-close bodies, the API token, and typed
+//! one-line errors.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::Token;
 use crate::model::ProcessView;
 use crate::report::OutputFormat;
 
@@ -62,6 +64,15 @@ pub enum ClientError {
         /// What is wrong with it.
         detail: String,
     },
+    /// The daemon requires the API token and none was sent.
+    #[error(
+        "the leakmon daemon at {addr} requires its API token: pass --token-file FILE, or \
+         --config with the daemon's configuration (daemon.token_file)"
+    )]
+    TokenRequired {
+        /// The daemon's address.
+        addr: SocketAddr,
+    },
     /// The daemon answered with a 4xx or 5xx status; `message` is its `{"error": ...}` text.
     #[error("{message}")]
     Api {
@@ -85,6 +96,7 @@ impl ClientError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Api { status, .. } => Some(*status),
+            Self::TokenRequired { .. } => Some(401),
             _ => None,
         }
     }
@@ -205,6 +217,7 @@ pub struct Client {
     addr: SocketAddr,
     connect_timeout: Duration,
     read_timeout: Duration,
+    token: Option<Token>,
 }
 
 impl Client {
@@ -214,7 +227,14 @@ impl Client {
             addr,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             read_timeout: DEFAULT_READ_TIMEOUT,
+            token: None,
         }
+    }
+
+    /// The same client sending `token` as `Authorization: Bearer TOKEN` with every request.
+    pub fn with_token(mut self, token: Token) -> Self {
+        self.token = Some(token);
+        self
     }
 
     /// The same client with other timeouts: `connect` bounds connecting, `read` each read and
@@ -281,13 +301,20 @@ impl Client {
             .set_read_timeout(Some(self.read_timeout))
             .and_then(|()| stream.set_write_timeout(Some(self.read_timeout)))
             .map_err(io_error)?;
-        let request = format!(
+        let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: leakmon/{}\r\n\
-             Accept: */*\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+             Accept: */*\r\nConnection: close\r\nContent-Length: 0\r\n",
             env!("CARGO_PKG_VERSION")
-        );
+        )
+        .into_bytes();
+        if let Some(token) = &self.token {
+            request.extend_from_slice(b"Authorization: Bearer ");
+            request.extend_from_slice(token.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"\r\n");
         (&stream)
-            .write_all(request.as_bytes())
+            .write_all(&request)
             .and_then(|()| (&stream).flush())
             .map_err(io_error)?;
         let response =
@@ -297,6 +324,9 @@ impl Client {
                     ReadError::Malformed(detail) => ClientError::Malformed { addr, detail },
                 }
             })?;
+        if response.status == 401 && self.token.is_none() {
+            return Err(ClientError::TokenRequired { addr });
+        }
         if response.status >= 400 {
             return Err(ClientError::Api {
                 status: response.status,
@@ -671,6 +701,44 @@ mod tests {
             )
         );
         server.join().unwrap();
+    }
+
+    #[test]
+    fn the_token_goes_in_the_authorization_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = crate::testing::token_file(dir.path(), "s3cret\n", 0o600);
+        let token = Token::read_owned_by(&path, crate::testing::euid()).unwrap();
+        let (addr, server) = serve(vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+            json_answer(
+                "401 Unauthorized",
+                r#"{"error": "missing or wrong API token"}"#,
+            ),
+            json_answer(
+                "401 Unauthorized",
+                r#"{"error": "missing or wrong API token"}"#,
+            ),
+        ]);
+        let with_token = Client::new(addr).with_token(token);
+        with_token.healthz().unwrap();
+        let error = with_token.status().unwrap_err();
+        assert_eq!(error.to_string(), "missing or wrong API token");
+        let error = Client::new(addr).status().unwrap_err();
+        assert!(
+            matches!(error, ClientError::TokenRequired { .. }),
+            "{error:?}"
+        );
+        assert_eq!(error.status(), Some(401));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "the leakmon daemon at {addr} requires its API token: pass --token-file FILE, \
+                 or --config with the daemon's configuration (daemon.token_file)"
+            )
+        );
+        let requests = server.join().unwrap();
+        assert!(requests[0].contains("Authorization: Bearer s3cret\r\n"));
+        assert!(!requests[2].contains("Authorization"));
     }
 
     #[test]

@@ -79,9 +79,28 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct DaemonArgs {
-    /// Address of the daemon's HTTP API.
-    #[arg(long, default_value = "127.0.0.1:9464")]
-    daemon: SocketAddr,
+    /// Address of the daemon's HTTP API [default: daemon.listen of the configuration, else
+    /// 127.0.0.1:9464].
+    #[arg(long)]
+    daemon: Option<SocketAddr>,
+    /// The daemon's configuration, for its address and token file [default:
+    /// /etc/leakmon/config.toml when it exists].
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// File holding the API token [default: daemon.token_file of the configuration].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// A client of the daemon these arguments point at.
+    fn client(self) -> anyhow::Result<Client> {
+        Ok(oncall::connect(&oncall::Connect {
+            daemon: self.daemon,
+            config: self.config,
+            token_file: self.token_file,
+        })?)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -205,18 +224,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run_daemon(args),
         Command::Status(args) => {
-            print!("{}", oncall::status(&Client::new(args.daemon))?);
+            print!("{}", oncall::status(&args.client()?)?);
             Ok(())
         }
         Command::Report(args) => {
-            let bytes = oncall::report(
-                &Client::new(args.daemon.daemon),
-                args.pid.get(),
-                args.format,
-            )?;
+            let bytes = oncall::report(&args.daemon.client()?, args.pid.get(), args.format)?;
             write_output(args.output.as_deref(), &bytes)
         }
-        Command::Top(args) => Ok(top::run(&Client::new(args.daemon.daemon), args.interval)?),
+        Command::Top(args) => Ok(top::run(&args.daemon.client()?, args.interval)?),
         Command::Trace(args) => run_trace(args),
         Command::ProbeCost(args) => run_probe_cost(args),
         Command::Generate { what, dir } => generate(what, &dir),

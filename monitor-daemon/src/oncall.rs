@@ -1,16 +1,88 @@
 //! The on-call commands over the daemon's API as library functions, each returning what to
-//! print: the status summary, a stored report, and asking the daemon to trace a process; and
-//! the human units (durations, count rates, reasons, forecasts) they and `leakmon top` share.
+//! print: finding the daemon and its token, the status summary, a stored report, and asking the
+//! daemon to trace a process; and the human units (durations, count rates, reasons, forecasts)
+//! they and `leakmon top` share.
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
+use crate::api::{AccessError, Token};
 use crate::client::{Client, ClientError, ReportFormat};
+use crate::config::{self, ConfigError};
 use crate::model::{ProcessView, Reason};
 use crate::report::text::{human_bytes, human_rate};
+
+/// The configuration the packaged unit runs the daemon with; the on-call commands read the
+/// daemon's address and token file from it when it exists and no `--config` is given.
+pub const SYSTEM_CONFIG: &str = "/etc/leakmon/config.toml";
+
+/// How an on-call command finds the daemon: each `None` is taken from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Connect {
+    /// The daemon's address (`--daemon`).
+    pub daemon: Option<SocketAddr>,
+    /// The daemon's configuration (`--config`); [`SYSTEM_CONFIG`] when it exists otherwise.
+    pub config: Option<PathBuf>,
+    /// The API token file (`--token-file`).
+    pub token_file: Option<PathBuf>,
+}
+
+/// Why the daemon's address or token could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configuration named (or found at [`SYSTEM_CONFIG`]) cannot be read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The token file cannot be used.
+    #[error(transparent)]
+    Token(#[from] AccessError),
+}
+
+/// A client of the daemon `options` describe: the address is `--daemon`, else the
+/// configuration's `daemon.listen` (a wildcard listen is reached on loopback), else
+/// `127.0.0.1:9464`; the token is read from `--token-file`, else `daemon.token_file`.
+pub fn connect(options: &Connect) -> Result<Client, ConnectError> {
+    connect_with(options, Path::new(SYSTEM_CONFIG))
+}
+
+/// [`connect`] with `system_config` in place of [`SYSTEM_CONFIG`].
+fn connect_with(options: &Connect, system_config: &Path) -> Result<Client, ConnectError> {
+    let daemon = if options.daemon.is_some() && options.token_file.is_some() {
+        None
+    } else {
+        match &options.config {
+            Some(path) => Some(config::read(path)?.daemon),
+            None if system_config.exists() => Some(config::read(system_config)?.daemon),
+            None => None,
+        }
+    };
+    let daemon = daemon.unwrap_or_default();
+    let addr = options.daemon.unwrap_or_else(|| reachable(daemon.listen));
+    let client = Client::new(addr);
+    Ok(
+        match options.token_file.as_ref().or(daemon.token_file.as_ref()) {
+            Some(path) => client.with_token(Token::read(path)?),
+            None => client,
+        },
+    )
+}
+
+/// Where a client reaches a daemon listening on `listen`: on loopback for a wildcard address.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), listen.port())
+        }
+        _ => listen,
+    }
+}
 
 /// `leakmon status`: a readable summary of the daemon's view: counts, suspects with their
 /// reasons, growth and forecast, traced processes and the health of the probes.
@@ -316,6 +388,76 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn connect_finds_the_daemon_in_its_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let nowhere = dir.path().join("absent.toml");
+        let default = connect_with(&Connect::default(), &nowhere).unwrap();
+        assert_eq!(default.addr(), "127.0.0.1:9464".parse().unwrap());
+
+        let system = dir.path().join("system.toml");
+        std::fs::write(&system, "[daemon]\nlisten = \"0.0.0.0:9000\"\n").unwrap();
+        let from_system = connect_with(&Connect::default(), &system).unwrap();
+        assert_eq!(from_system.addr(), "127.0.0.1:9000".parse().unwrap());
+
+        let named = dir.path().join("named.toml");
+        std::fs::write(&named, "[daemon]\nlisten = \"[::]:9001\"\n").unwrap();
+        let options = Connect {
+            config: Some(named.clone()),
+            ..Connect::default()
+        };
+        let from_named = connect_with(&options, &system).unwrap();
+        assert_eq!(from_named.addr(), "[::1]:9001".parse().unwrap());
+
+        let options = Connect {
+            daemon: Some("127.0.0.2:9002".parse().unwrap()),
+            config: Some(named),
+            ..Connect::default()
+        };
+        let explicit = connect_with(&options, &system).unwrap();
+        assert_eq!(explicit.addr(), "127.0.0.2:9002".parse().unwrap());
+    }
+
+    #[test]
+    fn connect_names_a_bad_configuration_or_token_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let broken = dir.path().join("broken.toml");
+        std::fs::write(&broken, "[daemon]\nlisten = 9464\n").unwrap();
+        let error = connect_with(&Connect::default(), &broken).unwrap_err();
+        assert!(matches!(error, ConnectError::Config(_)), "{error:?}");
+        assert!(
+            error.to_string().starts_with(&broken.display().to_string()),
+            "{error}"
+        );
+
+        let missing = dir.path().join("token");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!("[daemon]\ntoken_file = \"{}\"\n", missing.display()),
+        )
+        .unwrap();
+        let options = Connect {
+            config: Some(config),
+            ..Connect::default()
+        };
+        let error = connect_with(&options, &broken).unwrap_err();
+        assert!(matches!(error, ConnectError::Token(_)), "{error:?}");
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("{}: cannot read the API token", missing.display())),
+            "{error}"
+        );
+        let options = Connect {
+            daemon: Some("127.0.0.1:9464".parse().unwrap()),
+            token_file: Some(missing),
+            ..Connect::default()
+        };
+        let error = connect_with(&options, &broken).unwrap_err();
+        assert!(matches!(error, ConnectError::Token(_)), "{error:?}");
+    }
 
     fn process(pid: u32, comm: &str) -> ProcessView {
         ProcessView {

@@ -139,6 +139,8 @@ pub struct Status {
 pub struct Stat {
     /// Command name (field 2, without the parentheses).
     pub comm: String,
+    /// State (field 3): `R`, `S`, `D`, ..., `Z` for a zombie, `X` for dead.
+    pub state: char,
     /// Number of threads (field 20).
     pub num_threads: u64,
     /// Start time in clock ticks since boot (field 22).
@@ -548,8 +550,13 @@ pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
         raw.parse()
             .map_err(|_| ParseError::new(1, format!("bad {what} {raw:?}")))
     };
+    let state = fields
+        .first()
+        .and_then(|field| field.chars().next())
+        .ok_or_else(|| ParseError::new(1, "no state"))?;
     Ok(Stat {
         comm: text[open + 1..close].to_owned(),
+        state,
         num_threads: number(20, "thread count")?,
         start_time_ticks: number(22, "start time")?,
         vsize_bytes: number(23, "virtual size")?,
@@ -697,6 +704,7 @@ ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsysca
             parse_stat(STAT),
             Ok(Stat {
                 comm: "my (odd) ) (prog".into(),
+                state: 'S',
                 num_threads: 3,
                 start_time_ticks: 987654,
                 vsize_bytes: 123456789,

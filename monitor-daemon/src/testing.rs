@@ -1,5 +1,8 @@
 //! Helpers shared by the unit tests: a small deterministic random generator for synthetic
-//! series (no random crate, so a failing seed reproduces exactly), and report frames.
+//! series (no random crate, so a failing seed reproduces exactly), report frames, and API
+//! token files.
+
+use std::path::{Path, PathBuf};
 
 /// SplitMix64 with a Box-Muller normal: deterministic synthetic noise.
 #[derive(Debug)]
@@ -42,4 +45,19 @@ pub(crate) fn frame(
         line: None,
         inlined: false,
     }
+}
+
+/// The current user's euid, which [`token_file`]'s files have.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A file in `dir` holding `contents` with permission bits `mode`.
+pub(crate) fn token_file(dir: &Path, contents: &str, mode: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(format!("token-{mode:o}-{}", contents.len()));
+    std::fs::write(&path, contents).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    path
 }

@@ -9,6 +9,7 @@ mod config;
 mod metrics;
 mod prometheus;
 mod story;
+mod token;
 
 use std::time::Duration;
 
