@@ -471,8 +471,10 @@ impl Daemon {
         }
     }
 
-    /// Sweeps the kernel's entries of freed allocations and counts the maps' entries.
+    /// Sweeps the kernel's entries of freed allocations, counts the maps' entries, and drops
+    /// what the symbolizer keeps of files no report needed lately.
     fn sweep(&mut self) {
+        self.symbolizer.trim(Instant::now());
         let before = monotonic_ns().saturating_sub(SWEEP_MIN_AGE.as_nanos() as u64);
         match self.tracer.sweep_tombstones(before) {
             Ok(sweep) => {

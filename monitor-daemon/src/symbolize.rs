@@ -4,13 +4,15 @@
 //! written, so what symbolization needs is captured while the mappings are alive:
 //! [`ModuleHistory`] records every executable file mapping of a process (and a way to open its
 //! file later) and never forgets one during a trace. [`Symbolizer`] resolves addresses against
-//! that history with blazesym, reading symbols and DWARF from the recorded files.
+//! that history with blazesym, reading symbols and DWARF from the recorded files, and bounds
+//! what it keeps of them between reports.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{self as bz, Input, Symbolized};
@@ -183,11 +185,28 @@ fn opener_for(pid: Pid, entry: &MapEntry, path: &str, same_namespace: bool) -> O
     }
 }
 
+/// How long a file's parsed ELF and DWARF stay cached after their last use.
+pub const CACHE_IDLE: Duration = Duration::from_secs(300);
+/// Most files whose parsed data stay cached; the least recently used go first.
+const MAX_CACHED_FILES: usize = 32;
+
 /// Symbolizes addresses against a [`ModuleHistory`], caching the parsed ELF and DWARF of each
-/// file across calls.
+/// file (and its mapping) across calls, so that a library every traced process shares, such as
+/// libc, is read once. What is cached is bounded: [`trim`](Self::trim) drops files unused for
+/// [`CACHE_IDLE`], deleted or replaced files, and the least recently used beyond a count.
 #[derive(Debug)]
 pub struct Symbolizer {
     inner: bz::Symbolizer,
+    /// The files blazesym caches (by the path it opened), each with its last use.
+    cached: HashMap<PathBuf, Cached>,
+}
+
+/// A file blazesym caches.
+#[derive(Debug)]
+struct Cached {
+    last_used: Instant,
+    /// The file's (device, inode) when it was cached; `None` for a descriptor path.
+    identity: Option<(u64, u64)>,
 }
 
 impl Default for Symbolizer {
@@ -219,7 +238,10 @@ impl Symbolizer {
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
-        Symbolizer { inner }
+        Symbolizer {
+            inner,
+            cached: HashMap::new(),
+        }
     }
 
     /// Symbolizes return addresses: one `Vec` of frames per address, in input order, each
@@ -258,6 +280,19 @@ impl Symbolizer {
             })
             .collect();
 
+        let now = Instant::now();
+        for group in &groups {
+            let identity = (!is_fd_path(&group.open_path))
+                .then(|| file_identity(&group.open_path))
+                .flatten();
+            self.cached
+                .entry(group.open_path.clone())
+                .and_modify(|cached| cached.last_used = now)
+                .or_insert(Cached {
+                    last_used: now,
+                    identity,
+                });
+        }
         let resolved: Vec<Vec<Option<bz::Sym<'_>>>> =
             groups.iter().map(|group| self.resolve(group)).collect();
 
@@ -277,14 +312,54 @@ impl Symbolizer {
             .collect()
     }
 
-    /// Forgets the cached data of the files `history` handed out as `/proc/self/fd/N`; call it
-    /// before dropping the history, whose descriptors are then closed and their numbers reused.
+    /// Forgets the cached data of the files `history` handed out as `/proc/self/fd/N`, then
+    /// [`trim`](Self::trim)s; call it before dropping the history, whose descriptors are then
+    /// closed and their numbers reused.
     pub fn forget(&mut self, history: &ModuleHistory) {
         for path in history.fd_paths() {
-            let evict = bz::evict::Evict::Elf(bz::evict::Elf::new(&path));
-            if let Err(err) = self.inner.evict(&evict) {
-                log::debug!("cannot evict {}: {err}", path.display());
-            }
+            self.evict(&path);
+        }
+        self.trim(Instant::now());
+    }
+
+    /// Drops the cached data of files unused since `now - CACHE_IDLE`, of files deleted or
+    /// replaced since they were cached (their mapping would pin the old file), and of the least
+    /// recently used beyond the most kept.
+    pub fn trim(&mut self, now: Instant) {
+        let mut stale: Vec<PathBuf> = self
+            .cached
+            .iter()
+            .filter(|(path, cached)| {
+                now.saturating_duration_since(cached.last_used) > CACHE_IDLE
+                    || cached
+                        .identity
+                        .is_some_and(|identity| file_identity(path) != Some(identity))
+            })
+            .map(|(path, _)| path.clone())
+            .collect();
+        let kept = self.cached.len() - stale.len();
+        if kept > MAX_CACHED_FILES {
+            let mut by_age: Vec<(&PathBuf, Instant)> = self
+                .cached
+                .iter()
+                .filter(|(path, _)| !stale.contains(path))
+                .map(|(path, cached)| (path, cached.last_used))
+                .collect();
+            by_age.sort_by_key(|&(_, last_used)| last_used);
+            let oldest = by_age.into_iter().take(kept - MAX_CACHED_FILES);
+            let oldest: Vec<PathBuf> = oldest.map(|(path, _)| path.clone()).collect();
+            stale.extend(oldest);
+        }
+        for path in stale {
+            self.evict(&path);
+        }
+    }
+
+    fn evict(&mut self, path: &Path) {
+        self.cached.remove(path);
+        let evict = bz::evict::Evict::Elf(bz::evict::Elf::new(path));
+        if let Err(err) = self.inner.evict(&evict) {
+            log::debug!("cannot evict {}: {err}", path.display());
         }
     }
 
@@ -306,6 +381,18 @@ impl Symbolizer {
             }
         }
     }
+}
+
+/// Whether `path` is a `/proc/self/fd/N` path of a descriptor a [`ModuleHistory`] holds.
+fn is_fd_path(path: &Path) -> bool {
+    path.starts_with("/proc/self/fd")
+}
+
+/// The (device, inode) of the file at `path`, if there is one.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    fs::metadata(path)
+        .ok()
+        .map(|metadata| (metadata.dev(), metadata.ino()))
 }
 
 fn unknown_frame(address: u64, module: Option<&str>) -> Frame {
@@ -572,6 +659,74 @@ mod tests {
         let normalized = history.normalize(addr - 1).unwrap();
         assert_eq!(Some(normalized.module.as_str()), library.path.to_str());
         normalized.open_path
+    }
+
+    /// Whether this process maps `path`.
+    fn maps_file(path: &Path) -> bool {
+        procfs::read_maps(std::process::id())
+            .unwrap()
+            .iter()
+            .any(|m| m.path.as_deref() == path.to_str())
+    }
+
+    /// A history holding `library` mapped at 0x10000, and the return address of a call into
+    /// its function.
+    fn history_of(library: &TestLibrary) -> (ModuleHistory, u64) {
+        let history = ModuleHistory {
+            modules: vec![Module {
+                start: 0x10000,
+                end: 0x20000,
+                file_offset: 0,
+                path: library.path.display().to_string(),
+                dev: (0, 0),
+                inode: 0,
+                opener: Some(Opener::Path(library.path.clone())),
+            }],
+        };
+        (history, 0x10000 + 0x1100)
+    }
+
+    #[test]
+    fn trim_releases_idle_deleted_and_surplus_files() {
+        let idle = TestLibrary::build("idle");
+        let deleted = TestLibrary::build("removed");
+        let mut symbolizer = Symbolizer::new();
+        for library in [&idle, &deleted] {
+            let (history, addr) = history_of(library);
+            symbolizer.symbolize(&history, &[addr]);
+            assert!(maps_file(&library.path), "blazesym maps what it reads");
+        }
+        let now = Instant::now();
+        symbolizer.trim(now);
+        assert!(maps_file(&idle.path) && maps_file(&deleted.path));
+
+        fs::remove_file(&deleted.path).unwrap();
+        symbolizer.trim(now);
+        assert!(!symbolizer.cached.contains_key(&deleted.path));
+        assert!(symbolizer.cached.contains_key(&idle.path));
+        let deleted_mapped = procfs::read_maps(std::process::id())
+            .unwrap()
+            .iter()
+            .any(|m| m.deleted && m.path.as_deref() == deleted.path.to_str());
+        assert!(!deleted_mapped, "a deleted file stays mapped");
+
+        symbolizer.trim(now + CACHE_IDLE + Duration::from_secs(1));
+        assert!(symbolizer.cached.is_empty());
+        assert!(!maps_file(&idle.path), "an idle file stays mapped");
+
+        for index in 0..MAX_CACHED_FILES + 3 {
+            symbolizer.cached.insert(
+                PathBuf::from(format!("/nonexistent/{index}")),
+                Cached {
+                    last_used: now + Duration::from_millis(index as u64),
+                    identity: None,
+                },
+            );
+        }
+        symbolizer.trim(now);
+        assert_eq!(symbolizer.cached.len(), MAX_CACHED_FILES);
+        assert!(!symbolizer.cached.contains_key(Path::new("/nonexistent/2")));
+        assert!(symbolizer.cached.contains_key(Path::new("/nonexistent/3")));
     }
 
     #[test]
