@@ -15,6 +15,7 @@ use aya::{
         ProgramError, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
     },
+    sys::SyscallError,
 };
 use log::{debug, info};
 use monitor_common::{
@@ -83,8 +84,14 @@ pub enum TracerError {
         /// The load error, without the log.
         reason: std::io::Error,
     },
+    /// The process exited while its probes were being attached.
+    #[error("process {pid} is gone")]
+    ProcessGone {
+        /// The process.
+        pid: u32,
+    },
     /// A program failed to load or attach.
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {}", describe_program_error(.source))]
     Program {
         /// What was being done.
         what: String,
@@ -384,12 +391,19 @@ impl Tracer {
             };
             let link = uprobe(&mut self.ebpf, name)?
                 .attach(point, path, UProbeScope::OneProcess(pid))
-                .map_err(|source| TracerError::Program {
-                    what: format!(
-                        "attaching {name} to {function} at file offset {file_offset:#x} of {}",
-                        path.display()
-                    ),
-                    source,
+                .map_err(|source| match source {
+                    ProgramError::SyscallError(SyscallError { ref io_error, .. })
+                        if io_error.raw_os_error() == Some(libc::ESRCH) =>
+                    {
+                        TracerError::ProcessGone { pid: pid.get() }
+                    }
+                    source => TracerError::Program {
+                        what: format!(
+                            "attaching {name} to {function} at file offset {file_offset:#x} of {}",
+                            path.display()
+                        ),
+                        source,
+                    },
                 })?;
             self.links.entry(pid.get()).or_default().push((name, link));
         }
@@ -639,6 +653,22 @@ impl Tracer {
         }
         Ok(out)
     }
+}
+
+/// What aya says of a program error, with the causes it keeps as sources (the system call's
+/// error: "`perf_event_open` failed: No such process").
+fn describe_program_error(error: &ProgramError) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(next) = cause {
+        let next_text = next.to_string();
+        if !text.contains(&next_text) {
+            text.push_str(": ");
+            text.push_str(&next_text);
+        }
+        cause = next.source();
+    }
+    text
 }
 
 /// A failed program load: the verifier's log, which runs to hundreds of lines, goes to the debug

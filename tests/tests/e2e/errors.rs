@@ -61,3 +61,45 @@ fn static_binary() {
         "a report was written for a program that cannot be traced"
     );
 }
+
+#[test]
+fn zombie_pid_is_gone() {
+    let mut child = std::process::Command::new("true")
+        .spawn()
+        .expect("starting true");
+    let pid = child.id();
+    leakmon_tests::wait_for(std::time::Duration::from_secs(10), "true to exit", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+            .then_some(())
+    });
+    let run = run_leakmon(["trace", "--pid", &pid.to_string(), "--duration", "1"]);
+    child.wait().expect("reaping true");
+    assert_one_line_error(&run, &format!("process {pid} is gone"));
+}
+
+#[test]
+fn a_process_that_exits_before_its_probes_attach_is_gone() {
+    use monitor_daemon::{
+        allocators,
+        tracer::{MapLimits, Tracer, TracerError},
+    };
+    let _serial = leakmon_tests::serial();
+    let child = leakmon_tests::BackgroundProcess::scenario("steady_leak", &["30"]);
+    let pid = child.pid();
+    let objects = leakmon_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the scenario to map libc",
+        || allocators::allocator_objects(pid).ok(),
+    );
+    let mut tracer = Tracer::load(MapLimits::default()).expect("loading the eBPF programs");
+    drop(child);
+    let pid = std::num::NonZeroU32::new(pid).expect("a pid is not 0");
+    match tracer.attach(pid, &objects, 0) {
+        Err(error @ TracerError::ProcessGone { .. }) => {
+            assert_eq!(error.to_string(), format!("process {pid} is gone"));
+        }
+        other => panic!("expected ProcessGone, got {other:?}"),
+    }
+}
