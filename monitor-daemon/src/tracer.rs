@@ -117,6 +117,19 @@ pub enum TracerError {
         /// The running kernel's release.
         kernel: String,
     },
+    /// The process lives in a PID namespace below leakmon's, whose threads the kernel programs
+    /// cannot number as leakmon does.
+    #[error(
+        "not tracing pid {pid}: it is in a PID namespace nested in leakmon's, which is not the \
+         host's; run leakmon in the host's PID namespace to trace it"
+    )]
+    NestedPidNamespace {
+        /// The process.
+        pid: u32,
+    },
+    /// leakmon's own PID namespace could not be read.
+    #[error("cannot read leakmon's PID namespace (/proc/self/ns/pid): {0}")]
+    OwnPidNamespace(std::io::Error),
     /// The target's seccomp mode could not be read.
     #[error("reading the seccomp mode of pid {pid}: {source}")]
     Seccomp {
@@ -217,6 +230,39 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// leakmon's PID namespace when it is not the initial one (see [`PidNamespace`]).
+    pid_namespace: Option<PidNamespace>,
+}
+
+/// A PID namespace, as `bpf_get_ns_current_pid_tgid` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PidNamespace {
+    /// The kernel's `dev_t` of the nsfs (`MKDEV(major, minor)`, not `stat`'s encoding).
+    dev: u64,
+    inode: u64,
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`).
+const INITIAL_PID_NAMESPACE_INODE: u64 = 0xEFFF_FFFC;
+
+impl PidNamespace {
+    /// The PID namespace of `/proc/{who}/ns/pid`.
+    fn of(who: &str) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let metadata = std::fs::metadata(format!("/proc/{who}/ns/pid"))?;
+        let (major, minor) = (libc::major(metadata.dev()), libc::minor(metadata.dev()));
+        Ok(Self {
+            dev: (u64::from(major) << 20) | u64::from(minor),
+            inode: metadata.ino(),
+        })
+    }
+
+    /// leakmon's PID namespace, `None` when it is the initial one (where the kernel programs
+    /// need no translation).
+    fn own() -> Result<Option<Self>, TracerError> {
+        let own = Self::of("self").map_err(TracerError::OwnPidNamespace)?;
+        Ok((own.inode != INITIAL_PID_NAMESPACE_INODE).then_some(own))
+    }
 }
 
 impl std::fmt::Debug for Tracer {
@@ -248,7 +294,17 @@ impl Tracer {
     /// Loads the programs, fills the sampling table and attaches the tracepoints.
     pub fn load(limits: MapLimits) -> Result<Self, TracerError> {
         preflight()?;
+        let pid_namespace = PidNamespace::own()?;
+        let (pidns_dev, pidns_inode) = pid_namespace.map_or((0, 0), |ns| (ns.dev, ns.inode));
+        if pid_namespace.is_some() {
+            info!(
+                "running in a PID namespace that is not the host's: tracing only its own \
+                 processes, numbered as it sees them"
+            );
+        }
         let mut ebpf = EbpfLoader::new()
+            .override_global("PIDNS_DEV", &pidns_dev, true)
+            .override_global("PIDNS_INO", &pidns_inode, true)
             .map_max_entries("ALLOCS", limits.allocations)
             .map_max_entries("STACKS", limits.stacks)
             .map_max_entries("STACK_STATS", limits.stacks)
@@ -297,6 +353,7 @@ impl Tracer {
             events: Some(take_map(&mut ebpf, "EVENTS")?),
             ebpf,
             links: StdHashMap::new(),
+            pid_namespace,
         })
     }
 
@@ -318,6 +375,7 @@ impl Tracer {
             return Err(TracerError::SampleRate(sample_rate));
         }
         refuse_seccomp_uretprobes(pid.get())?;
+        self.refuse_nested_pid_namespace(pid.get())?;
         self.targets
             .insert(pid.get(), 1, 0)
             .map_err(|source| TracerError::Map {
@@ -373,6 +431,19 @@ impl Tracer {
             sites.iter().filter(|site| site.emulated).count()
         );
         Ok(sites)
+    }
+
+    /// Refuses a process outside leakmon's PID namespace when that is not the initial one: the
+    /// kernel programs see its threads only by their numbers in its own namespace.
+    fn refuse_nested_pid_namespace(&self, pid: u32) -> Result<(), TracerError> {
+        let Some(own) = self.pid_namespace else {
+            return Ok(());
+        };
+        match PidNamespace::of(&pid.to_string()) {
+            Ok(theirs) if theirs == own => Ok(()),
+            Ok(_) => Err(TracerError::NestedPidNamespace { pid }),
+            Err(_) => Err(TracerError::ProcessGone { pid }),
+        }
     }
 
     fn attach_site(

@@ -27,11 +27,12 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_NOEXIST, bpf_pidns_info},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
-            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_prandom_u32, bpf_task_pt_regs,
+            bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid,
+            bpf_get_prandom_u32, bpf_task_pt_regs,
         },
     },
     macros::{map, tracepoint, uprobe, uretprobe},
@@ -59,6 +60,13 @@ const PT_REGS_IP: usize = 16 * 8;
 const PT_REGS_SP: usize = 19 * 8;
 /// `-EEXIST`, as map helpers return it.
 const EEXIST: i32 = -17;
+
+/// The PID namespace (device, inode) user space sees processes in, when it is not the initial
+/// one: pids are then translated into it. Set at load; 0 means the initial namespace.
+#[unsafe(no_mangle)]
+static PIDNS_DEV: u64 = 0;
+#[unsafe(no_mangle)]
+static PIDNS_INO: u64 = 0;
 
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
@@ -98,10 +106,39 @@ fn count(stat: Stat) {
     }
 }
 
+/// The current thread's (pid_tgid, tgid) as user space numbers them; (0, 0), never a target, for
+/// a thread outside user space's PID namespace.
 #[inline(always)]
 fn current() -> (u64, u32) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    (pid_tgid, (pid_tgid >> 32) as u32)
+    // SAFETY: plain loads of globals user space sets before loading; volatile so that they are
+    // not folded to their initial value.
+    let (dev, ino) = unsafe {
+        (
+            core::ptr::read_volatile(&PIDNS_DEV),
+            core::ptr::read_volatile(&PIDNS_INO),
+        )
+    };
+    if dev == 0 {
+        let pid_tgid = bpf_get_current_pid_tgid();
+        return (pid_tgid, (pid_tgid >> 32) as u32);
+    }
+    let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
+    // SAFETY: `info` is a writable `bpf_pidns_info` of the size given.
+    let translated = unsafe {
+        bpf_get_ns_current_pid_tgid(
+            dev,
+            ino,
+            &mut info,
+            size_of::<bpf_pidns_info>() as u32,
+        )
+    };
+    if translated != 0 {
+        return (0, 0);
+    }
+    (
+        (u64::from(info.tgid) << 32) | u64::from(info.pid),
+        info.tgid,
+    )
 }
 
 /// Whether the process is traced (the memory-mapping tracepoints fire for every process).

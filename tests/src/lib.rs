@@ -508,6 +508,11 @@ impl BackgroundProcess {
         self.0.child.id()
     }
 
+    /// Whether it has exited.
+    pub fn has_exited(&mut self) -> bool {
+        self.0.has_exited()
+    }
+
     /// Panics, with what it printed on stderr, if it has exited.
     pub fn assert_running(&mut self) {
         if self.0.has_exited() {

@@ -25,9 +25,11 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "linux-perf",
     // The reliability tests read the kernel's own view of leakmon's BPF maps with bpftool.
     "bpftool",
-    // The deploy tests check the systemd unit with systemd-analyze; the reliability tests use
+    // The deploy tests check the systemd unit with systemd-analyze, and start it under systemd
+    // booted with systemd-nspawn where systemd is not PID 1; the reliability tests use
     // util-linux's unshare and setpriv.
     "systemd",
+    "systemd-container",
     "util-linux",
 ];
 

@@ -3,11 +3,13 @@
 //! comment says), every capability it keeps has a comment saying why, and the daemon traces a
 //! leaking program with what the unit grants it.
 //!
-//! That last test starts the unit for real when systemd is PID 1 (a copy in /run/systemd/system
-//! that listens on a free port and keeps its reports in a state directory of its own). Elsewhere
-//! (a container, a sandbox) it runs `leakmon run` under `setpriv` with exactly the unit's
-//! capability bounding set instead, which checks the capabilities but not the namespaces and the
-//! system call filter; it says which of the two it did. It needs root, like every eBPF test.
+//! That last test starts the unit under a real systemd: when systemd is PID 1, a copy in
+//! /run/systemd/system that listens on a free port and keeps its reports in a state directory of
+//! its own; elsewhere (a container, a sandbox: PID 1 here is not systemd) systemd booted by
+//! `systemd-nspawn` in a container sharing this host's /usr, with the unit enabled. Either way
+//! systemd applies everything the unit says (capabilities, namespaces, system call filter), the
+//! daemon must trace a leaking program another user runs, log to the journal, and stop cleanly
+//! leaving no program loaded. It needs root, like every eBPF test.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -16,8 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leakmon_tests::{
-    BackgroundProcess, Report, describe_report, free_local_addr, has_frame, http_request,
-    leakmon_bin, scenario_path, serial,
+    BackgroundProcess, Report, bpf_ids_held_by, describe_report, find_descendant, free_local_addr,
+    has_frame, http_request, leakmon_bin, loaded_program_ids, scenario_path, serial,
 };
 
 /// The highest overall exposure `systemd-analyze security` may give the unit.
@@ -288,25 +290,88 @@ fn systemd_is_pid1() -> bool {
 }
 
 #[test]
-fn daemon_traces_with_the_units_privileges() {
+fn the_unit_traces_under_systemd() {
     let _serial = serial();
     let unit = unit_text();
-    if systemd_is_pid1() {
+    let caps = capabilities(&unit);
+    let private = PrivateProgram::new();
+    let programs = if systemd_is_pid1() {
         eprintln!("systemd is PID 1: starting a copy of the unit");
         let service = InstalledUnit::start(&unit);
-        trace_through_api(service.addr, &|| service.diagnostics());
+        let diagnostics = || service.diagnostics();
+        let daemon = service.main_pid();
+        assert_hardened(daemon, &caps, &diagnostics);
+        let mut scenario = private.spawn(None);
+        let pid = scenario.pid();
+        trace_through_api(service.addr, pid, &mut scenario, &diagnostics);
+        let (programs, _) = bpf_ids_held_by(daemon);
         service.stop();
+        programs
     } else {
         let comm = std::fs::read_to_string("/proc/1/comm").unwrap_or_default();
         eprintln!(
-            "systemd is not PID 1 (PID 1 is {:?}): running leakmon run under setpriv with the \
-             unit's capability bounding set instead",
+            "systemd is not PID 1 (PID 1 is {:?}): booting systemd in a container that shares \
+             this host's /usr, and starting the unit there",
             comm.trim()
         );
-        let daemon = CappedDaemon::start(&capabilities(&unit));
-        trace_through_api(daemon.addr, &|| daemon.diagnostics());
-        daemon.stop();
-    }
+        let container = BootedUnit::start(&unit, &private);
+        let diagnostics = || container.diagnostics();
+        let daemon = container.daemon_pid();
+        assert_hardened(daemon, &caps, &diagnostics);
+        let mut scenario = private.spawn(Some(container.init));
+        let pid = pid_in_container(find_descendant(scenario.pid(), SCENARIO, WATCH_LIMIT));
+        trace_through_api(container.addr, pid, &mut scenario, &diagnostics);
+        let (programs, _) = bpf_ids_held_by(daemon);
+        container.stop_unit();
+        programs
+    };
+    assert!(!programs.is_empty(), "the daemon held no BPF program");
+    let left: Vec<u32> = programs
+        .intersection(&loaded_program_ids())
+        .copied()
+        .collect();
+    assert!(
+        left.is_empty(),
+        "programs of the daemon left loaded after the unit stopped: {left:?}"
+    );
+}
+
+/// Checks what systemd did to the daemon `pid`: exactly the unit's capabilities
+/// (`CapabilityBoundingSet=`), no new privileges, a system call filter.
+fn assert_hardened(pid: u32, caps: &BTreeSet<String>, diagnostics: &dyn Fn() -> String) {
+    let status_path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&status_path)
+        .unwrap_or_else(|error| panic!("reading {status_path}: {error}\n{}", diagnostics()));
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no {name} in {status_path}"))
+    };
+    let effective = u64::from_str_radix(field("CapEff"), 16).expect("CapEff is hexadecimal");
+    let expected = caps
+        .iter()
+        .map(|cap| 1u64 << capability_number(cap))
+        .fold(0, |mask, bit| mask | bit);
+    assert_eq!(
+        effective, expected,
+        "the daemon's effective capabilities are {effective:#x}, not the unit's {caps:?} \
+         ({expected:#x})"
+    );
+    assert_eq!(field("NoNewPrivs"), "1", "NoNewPrivileges= is not applied");
+    assert_eq!(field("Seccomp"), "2", "SystemCallFilter= is not applied");
+}
+
+/// A process's pid in the innermost PID namespace it is in (the last of `NSpid:`).
+fn pid_in_container(host_pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{host_pid}/status"))
+        .unwrap_or_else(|error| panic!("reading the status of pid {host_pid}: {error}"));
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))
+        .and_then(|pids| pids.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no NSpid in the status of pid {host_pid}"))
 }
 
 /// A copy of the scenario program in a directory only its owner, `nobody`, may enter (like a
@@ -345,15 +410,23 @@ impl PrivateProgram {
         private
     }
 
-    /// Starts the program as `nobody`.
-    fn spawn(&self, args: &[&str]) -> BackgroundProcess {
-        let mut command = Command::new("setpriv");
+    /// Starts the program as `nobody` for two minutes, here or (through `nsenter`) in the
+    /// container whose PID 1 is `container_init`.
+    fn spawn(&self, container_init: Option<u32>) -> BackgroundProcess {
+        let mut command = match container_init {
+            Some(init) => {
+                let mut nsenter = Command::new("nsenter");
+                nsenter.args(["-t", &init.to_string(), "-a", "setpriv"]);
+                nsenter
+            }
+            None => Command::new("setpriv"),
+        };
         command
             .arg(format!("--reuid={}", Self::NOBODY))
             .arg(format!("--regid={}", Self::NOBODY))
             .arg("--clear-groups")
             .arg(&self.program)
-            .args(args);
+            .arg("120");
         BackgroundProcess::spawn(command, SCENARIO)
     }
 }
@@ -364,12 +437,15 @@ impl Drop for PrivateProgram {
     }
 }
 
-/// Starts `rss_leak`, asks the daemon at `addr` to trace it, and waits for the report, which
-/// must name the leaking function (the daemon could attach its probes and read the program).
-fn trace_through_api(addr: std::net::SocketAddr, diagnostics: &dyn Fn() -> String) {
-    let private = PrivateProgram::new();
-    let mut scenario = private.spawn(&["120"]);
-    let pid = scenario.pid();
+/// Asks the daemon at `addr` to trace `scenario` (`pid` as the daemon numbers it), and waits for
+/// the report, which must name the leaking function (the daemon could attach its probes and
+/// read the program).
+fn trace_through_api(
+    addr: std::net::SocketAddr,
+    pid: u32,
+    scenario: &mut BackgroundProcess,
+    diagnostics: &dyn Fn() -> String,
+) {
     // The daemon can trace a process once it has sampled it (every watch.interval_seconds).
     let target = format!("/api/v1/processes/{pid}/trace?duration={TRACE_SECONDS}");
     let deadline = Instant::now() + WATCH_LIMIT;
@@ -407,6 +483,12 @@ fn trace_through_api(addr: std::net::SocketAddr, diagnostics: &dyn Fn() -> Strin
         thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(report.pid, pid, "the report is about another process");
+    assert!(
+        report.totals.outstanding_allocations > 0,
+        "the report counts no allocation: the probes recorded nothing\n{}\n{}",
+        describe_report(&report),
+        diagnostics()
+    );
     assert!(
         report
             .stacks
@@ -446,126 +528,176 @@ fn wait_healthy(
     }
 }
 
-/// `leakmon run` under `setpriv`, with exactly the given capabilities (bounding, inheritable and
-/// ambient sets; it runs as root, so it gets the bounding set on exec), a throw-away state
-/// directory and its stderr in a file.
-struct CappedDaemon {
-    process: BackgroundProcess,
-    addr: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-    caps: BTreeSet<String>,
+/// The output of a command, as text, or why it could not run.
+fn output_text(command: &mut Command) -> String {
+    match command.output() {
+        Ok(output) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+        Err(error) => format!("{command:?}: {error}"),
+    }
 }
 
-impl CappedDaemon {
-    fn start(caps: &BTreeSet<String>) -> Self {
+/// The unit started by a real systemd booted in a container (`systemd-nspawn --boot`, its
+/// root a tmpfs with this host's /usr, sharing the host's network), for hosts where systemd
+/// is not PID 1. The unit file is the one under test with `ExecStart=` pointing at the built
+/// binary (bound into the container) on a free loopback port, enabled through
+/// `multi-user.target.wants`; the private program's directory is bound in as well. The daemon
+/// runs in the container's PID namespace and sees only its processes. Dropping this halts the
+/// container.
+struct BootedUnit {
+    nspawn: Option<BackgroundProcess>,
+    /// The container's PID 1, in this host's numbering.
+    init: u32,
+    addr: std::net::SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl BootedUnit {
+    const UNIT: &str = "leakmon.service";
+    /// How long the container may take to boot and to halt.
+    const BOOT_LIMIT: Duration = Duration::from_secs(60);
+
+    fn start(unit: &str, private: &PrivateProgram) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("leakmon-deploy-")
             .tempdir()
             .expect("creating a temporary directory");
+        let addr = free_local_addr();
+        let unit_copy = dir.path().join(Self::UNIT);
+        let exec = format!("/opt/leakmon run --config /etc/leakmon/config.toml --listen {addr}");
+        std::fs::write(&unit_copy, with_exec_start(unit, &exec)).expect("writing the unit");
         let config = dir.path().join("config.toml");
         std::fs::write(&config, "# the defaults\n").expect("writing the configuration");
-        let addr = free_local_addr();
-        let set = std::iter::once("-all".to_owned())
-            .chain(
-                caps.iter()
-                    .map(|cap| format!("+{}", cap.to_lowercase().trim_start_matches("cap_"))),
-            )
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut command = Command::new("sh");
+        let wants = dir.path().join("multi-user.target.wants");
+        std::fs::create_dir(&wants).expect("creating the wants directory");
+        std::os::unix::fs::symlink(
+            format!("/etc/systemd/system/{}", Self::UNIT),
+            wants.join(Self::UNIT),
+        )
+        .expect("enabling the unit");
+        let bind = |from: &Path, to: &str| format!("--bind-ro={}:{to}", from.display());
+        let mut command = Command::new("systemd-nspawn");
         command
-            .arg("-c")
-            .arg(r#"exec "$0" "$@" 2>"$LEAKMON_STDERR""#)
-            .arg("setpriv")
-            .arg(format!("--inh-caps={set}"))
-            .arg(format!("--ambient-caps={set}"))
-            .arg(format!("--bounding-set={set}"))
-            .arg(leakmon_bin())
-            .arg("run")
-            .arg("--config")
-            .arg(&config)
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--state-dir")
-            .arg(dir.path().join("state"))
-            .env("LEAKMON_STDERR", dir.path().join("stderr"));
+            .args([
+                "--quiet",
+                "--register=no",
+                "--keep-unit",
+                "--volatile=yes",
+                "--directory=/",
+                "--console=pipe",
+            ])
+            // nspawn's own system call filter refuses these; the unit's filter is what is tested.
+            .arg("--system-call-filter=bpf perf_event_open")
+            // The container's systemd mounts tracefs, as a host's does, only with this
+            // (sys-kernel-tracing.mount: ConditionCapability=CAP_SYS_RAWIO).
+            .arg("--capability=CAP_SYS_RAWIO")
+            .arg(format!("--machine=leakmon-test-{}", std::process::id()))
+            .arg(bind(&leakmon_bin(), "/opt/leakmon"))
+            .arg(bind(
+                &unit_copy,
+                &format!("/etc/systemd/system/{}", Self::UNIT),
+            ))
+            .arg(bind(&wants, "/etc/systemd/system/multi-user.target.wants"))
+            .arg(bind(&config, "/etc/leakmon/config.toml"))
+            .arg(bind(&private.dir, &private.dir.display().to_string()))
+            .arg("--boot");
         eprintln!("starting {command:?}");
-        let mut daemon = CappedDaemon {
-            process: BackgroundProcess::spawn(command, "leakmon run under setpriv"),
+        let mut nspawn = BackgroundProcess::spawn(command, "systemd-nspawn");
+        let init = find_descendant(nspawn.pid(), "systemd", Self::BOOT_LIMIT);
+        nspawn.assert_running();
+        let booted = BootedUnit {
+            nspawn: Some(nspawn),
+            init,
             addr,
-            dir,
-            caps: caps.clone(),
+            _dir: dir,
         };
-        let diagnostics = {
-            let stderr = daemon.dir.path().join("stderr");
-            move || stderr_of(&stderr)
-        };
-        let pid = daemon.process.pid();
-        wait_healthy(addr, &mut || !has_exited(pid), &diagnostics);
-        daemon.assert_capabilities();
-        daemon
+        wait_healthy(addr, &mut || booted.unit_state() != "failed", &|| {
+            booted.diagnostics()
+        });
+        booted
     }
 
-    /// The daemon's effective capabilities are exactly the unit's.
-    fn assert_capabilities(&mut self) {
-        self.process.assert_running();
-        let status_path = format!("/proc/{}/status", self.process.pid());
-        let status = std::fs::read_to_string(&status_path)
-            .unwrap_or_else(|error| panic!("reading {status_path}: {error}"));
-        let effective = status
-            .lines()
-            .find_map(|line| line.strip_prefix("CapEff:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-            .unwrap_or_else(|| panic!("no CapEff in {status_path}"));
-        let expected = self
-            .caps
-            .iter()
-            .map(|cap| 1u64 << capability_number(cap))
-            .fold(0, |mask, bit| mask | bit);
-        assert_eq!(
-            effective, expected,
-            "the daemon's effective capabilities are {effective:#x}, not the unit's {:?} \
-             ({expected:#x})",
-            self.caps
-        );
+    /// A command run inside the container, in all its namespaces.
+    fn enter(&self, program: &str) -> Command {
+        let mut command = Command::new("nsenter");
+        command.args(["-t", &self.init.to_string(), "-a", program]);
+        command
+    }
+
+    /// `systemctl is-active` of the unit: `active`, `failed`, ...
+    fn unit_state(&self) -> String {
+        output_text(self.enter("systemctl").args(["is-active", Self::UNIT]))
+            .trim()
+            .to_owned()
+    }
+
+    /// The daemon's pid, in this host's numbering.
+    fn daemon_pid(&self) -> u32 {
+        find_descendant(self.init, "leakmon", WATCH_LIMIT)
     }
 
     fn diagnostics(&self) -> String {
-        stderr_of(&self.dir.path().join("stderr"))
+        let status = output_text(self.enter("systemctl").args([
+            "status",
+            "--no-pager",
+            "--full",
+            Self::UNIT,
+        ]));
+        let journal = output_text(self.enter("journalctl").args([
+            "--no-pager",
+            "-n",
+            "100",
+            "-u",
+            Self::UNIT,
+        ]));
+        format!("{status}\njournal:\n{journal}")
     }
 
-    /// SIGTERM, then waits (10 s at most) for it to exit.
-    fn stop(self) {
-        let pid = self.process.pid();
+    /// `systemctl stop`: the unit must end in success, and its log must have reached the
+    /// journal.
+    fn stop_unit(&self) {
+        let stopped = run(self.enter("systemctl").args(["stop", Self::UNIT]));
+        assert!(stopped.status.success(), "systemctl stop failed");
+        let result = output_text(self.enter("systemctl").args([
+            "show",
+            "--property=Result",
+            "--value",
+            Self::UNIT,
+        ]));
+        assert_eq!(
+            result.trim(),
+            "success",
+            "the unit did not stop cleanly\n{}",
+            self.diagnostics()
+        );
+        let journal = output_text(
+            self.enter("journalctl")
+                .args(["--no-pager", "-u", Self::UNIT]),
+        );
+        assert!(
+            journal.contains(&format!("listening on http://{}", self.addr)),
+            "the daemon's log is not in the journal:\n{journal}"
+        );
+    }
+}
+
+impl Drop for BootedUnit {
+    /// SIGTERM to systemd-nspawn halts the container; it is killed if that takes too long.
+    fn drop(&mut self) {
+        let Some(mut nspawn) = self.nspawn.take() else {
+            return;
+        };
+        let pid = nspawn.pid();
         // SAFETY: kill(2) has no memory-safety preconditions; the pid is our unreaped child.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !has_exited(pid) {
-            assert!(
-                Instant::now() < deadline,
-                "the daemon did not exit within 10 s of SIGTERM\n{}",
-                self.diagnostics()
-            );
+        let deadline = Instant::now() + Self::BOOT_LIMIT;
+        while !nspawn.has_exited() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(100));
         }
-        eprintln!("leakmon run exited; its stderr:\n{}", self.diagnostics());
     }
-}
-
-/// Whether our (unreaped) child `pid` has exited: it is a zombie, or gone.
-fn has_exited(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-        stat.rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_none_or(|state| state == "Z" || state == "X")
-    })
-}
-
-fn stderr_of(path: &Path) -> String {
-    format!(
-        "leakmon stderr:\n{}",
-        std::fs::read_to_string(path).unwrap_or_else(|error| format!("({error})"))
-    )
 }
 
 /// The number of a capability, as in `<linux/capability.h>`.
@@ -683,6 +815,17 @@ impl InstalledUnit {
             &|| service.diagnostics(),
         );
         service
+    }
+
+    /// The daemon's pid (`MainPID`).
+    fn main_pid(&self) -> u32 {
+        let output = run(Command::new("systemctl")
+            .args(["show", "--property=MainPID", "--value"])
+            .arg(&self.name));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no MainPID for {}: {text}", self.name))
     }
 
     fn diagnostics(&self) -> String {
