@@ -364,7 +364,7 @@ impl Tracer {
 
     /// Starts tracing `pid`: registers it with the kernel programs, then attaches the allocator
     /// probes of every object in `objects`, scoped to that process. On error nothing stays
-    /// attached.
+    /// attached, and nothing the probes attached so far recorded stays in the maps.
     pub fn attach(
         &mut self,
         pid: NonZeroU32,
@@ -400,6 +400,10 @@ impl Tracer {
                     site.file_offset,
                 ) {
                     self.detach(pid);
+                    // The probes attached so far may have recorded allocations.
+                    if let Err(purge) = self.purge(pid) {
+                        log::warn!("releasing the kernel state of pid {pid}: {purge}");
+                    }
                     return Err(err);
                 }
                 debug!(

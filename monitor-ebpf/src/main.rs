@@ -125,12 +125,7 @@ fn current() -> (u64, u32) {
     let mut info = bpf_pidns_info { pid: 0, tgid: 0 };
     // SAFETY: `info` is a writable `bpf_pidns_info` of the size given.
     let translated = unsafe {
-        bpf_get_ns_current_pid_tgid(
-            dev,
-            ino,
-            &mut info,
-            size_of::<bpf_pidns_info>() as u32,
-        )
+        bpf_get_ns_current_pid_tgid(dev, ino, &mut info, size_of::<bpf_pidns_info>() as u32)
     };
     if translated != 0 {
         return (0, 0);
@@ -468,6 +463,12 @@ pub fn alloc_enter(ctx: ProbeContext) -> u32 {
         // SAFETY: this thread's idle entry, reused in place.
         Some(inflight) => unsafe { *inflight = record },
         None => {
+            // A thread's first call, or its first since user space purged the process: its
+            // probes may outlive its registration by the grace periods of their detaching,
+            // and nothing recorded then would ever be purged.
+            if !is_target(tgid) {
+                return 0;
+            }
             if INFLIGHT
                 .insert(&pid_tgid, &record, u64::from(BPF_ANY))
                 .is_err()

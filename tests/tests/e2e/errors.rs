@@ -103,3 +103,86 @@ fn a_process_that_exits_before_its_probes_attach_is_gone() {
         other => panic!("expected ProcessGone, got {other:?}"),
     }
 }
+
+#[test]
+fn a_failed_attach_leaves_nothing_in_the_maps() {
+    use monitor_daemon::{
+        allocators::{self, AllocatorObject},
+        tracer::{MapLimits, Tracer},
+    };
+    let _serial = leakmon_tests::serial();
+    let child = leakmon_tests::BackgroundProcess::scenario("steady_leak", &["30"]);
+    let pid = child.pid();
+    let mut objects = leakmon_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the scenario to map libc",
+        || allocators::allocator_objects(pid).ok(),
+    );
+    // An object whose probes cannot attach, after the real ones.
+    let mut broken: AllocatorObject = objects[0].clone();
+    broken.path = "/nonexistent/libc.so.6".into();
+    broken.display_path = broken.path.display().to_string();
+    objects.push(broken);
+    let mut tracer = Tracer::load(MapLimits::default()).expect("loading the eBPF programs");
+    let nonzero = std::num::NonZeroU32::new(pid).expect("a pid is not 0");
+    // A first trace, detached without purging: its allocations stay in the maps.
+    let attached = tracer.attach(nonzero, &objects[..objects.len() - 1], 0);
+    assert!(attached.is_ok(), "attaching libc: {attached:?}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tracer.detach(nonzero);
+    let recorded_meanwhile = tracer.allocations(nonzero).expect("reading the maps").len();
+    let failed = tracer.attach(nonzero, &objects, 0);
+    assert!(failed.is_err(), "attaching to a missing file succeeded");
+    assert!(
+        recorded_meanwhile > 0,
+        "libc's probes recorded nothing in 0.5 s of steady_leak"
+    );
+    // The failed attach releases whatever the process has in the maps.
+    let left = tracer.allocations(nonzero).expect("reading the maps");
+    assert!(
+        left.is_empty(),
+        "{} allocations of pid {pid} left in the maps after a failed attach",
+        left.len()
+    );
+    drop(child);
+}
+
+#[test]
+fn probes_awaiting_detach_record_nothing_after_a_purge() {
+    use monitor_daemon::{
+        allocators,
+        tracer::{MapLimits, Tracer},
+    };
+    let _serial = leakmon_tests::serial();
+    let child = leakmon_tests::BackgroundProcess::scenario("steady_leak", &["30"]);
+    let pid = child.pid();
+    let objects = leakmon_tests::wait_for(
+        std::time::Duration::from_secs(10),
+        "the scenario to map libc",
+        || allocators::allocator_objects(pid).ok(),
+    );
+    let mut tracer = Tracer::load(MapLimits::default()).expect("loading the eBPF programs");
+    let nonzero = std::num::NonZeroU32::new(pid).expect("a pid is not 0");
+    tracer.attach(nonzero, &objects, 0).expect("attaching");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        !tracer
+            .allocations(nonzero)
+            .expect("reading the maps")
+            .is_empty(),
+        "the probes recorded nothing in 0.3 s of steady_leak"
+    );
+    // As the daemon ends a window: unregister, purge, and detach the probes later.
+    let detached = tracer.detach_later(nonzero);
+    tracer.purge(nonzero).expect("purging");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let left = tracer.allocations(nonzero).expect("reading the maps");
+    detached.detach_in_parallel();
+    assert!(
+        left.is_empty(),
+        "probes awaiting their detach recorded {} allocations of a purged process, which no \
+         purge would ever release",
+        left.len()
+    );
+    drop(child);
+}
