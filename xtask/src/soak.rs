@@ -9,6 +9,9 @@
 //! anonymous part `RssAnon`) and CPU share are sampled and printed; at the end a summary gives
 //! anonymous RSS at start, end and max and the slope of a least-squares fit.
 //!
+//! Once the load stops, every kernel map must drain to empty (`leakmon_bpf_map_entries`) within
+//! two minutes: nothing of a finished trace may stay in the kernel.
+//!
 //! The verdict compares the end (median of the last 3 samples) with the baseline (median of the
 //! samples of the second minute, once the daemon has traced each kind of process and its caches
 //! reached their working size): it fails if anonymous RSS — the daemon's own allocations — grew
@@ -175,6 +178,42 @@ fn get(addr: &str, target: &str) -> Result<String> {
     Ok(body.to_owned())
 }
 
+/// How long the daemon gets, once the load has stopped, to end its traces and empty its maps.
+const DRAIN_LIMIT: Duration = Duration::from_secs(120);
+
+/// Waits until every kernel map of the daemon at `addr` is empty (`leakmon_bpf_map_entries`,
+/// counted at each sweep), as it must be once no trace runs. `Err` holds the last counts.
+fn wait_for_empty_maps(addr: &str) -> Result<std::result::Result<(), String>> {
+    let deadline = Instant::now() + DRAIN_LIMIT;
+    loop {
+        let metrics = get(addr, "/metrics")?;
+        let entries: Vec<(String, u64)> = metrics
+            .lines()
+            .filter_map(|line| line.strip_prefix("leakmon_bpf_map_entries{map=\""))
+            .filter_map(|rest| {
+                let (map, value) = rest.split_once("\"} ")?;
+                Some((map.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect();
+        if entries.is_empty() {
+            bail!("the daemon exports no leakmon_bpf_map_entries");
+        }
+        let left: Vec<String> = entries
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(map, count)| format!("{map} {count}"))
+            .collect();
+        if left.is_empty() {
+            println!("soak: every kernel map is empty once the load stopped");
+            return Ok(Ok(()));
+        }
+        if Instant::now() > deadline {
+            return Ok(Err(left.join(", ")));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// The number after `"key":` in a JSON text.
 fn json_number(text: &str, key: &str) -> Option<f64> {
     let rest = text.split(&format!("\"{key}\":")).nth(1)?;
@@ -321,6 +360,7 @@ pub fn soak(minutes: f64) -> Result<()> {
     }
     drop(load);
     let (total_ticks, _, _) = cpu_and_rss(pid)?;
+    let maps = wait_for_empty_maps(&addr)?;
     drop(daemon);
 
     let baseline: Vec<f64> = samples
@@ -365,6 +405,13 @@ pub fn soak(minutes: f64) -> Result<()> {
         }
     }
     println!("traces by command: {traced:?}");
+    if let Err(entries) = maps {
+        bail!(
+            "kernel map entries left once the load stopped and no trace ran: {entries}; its log \
+             and state are kept in {}",
+            dir.display()
+        );
+    }
     if growth > allowed {
         bail!(
             "the daemon's anonymous RSS grew by {growth:.0} KiB (allowed {allowed:.0} KiB); its log and \
