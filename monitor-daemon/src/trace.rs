@@ -202,16 +202,25 @@ pub async fn trace(
         }
         End::Exited(None) => session.note(format!("the process exited after {elapsed:.1} s")),
     }
-    if let (Some(child), End::Duration | End::Cancelled) = (child.as_mut(), &end) {
-        tracer.detach(pid);
-        let status = child.terminate(TERMINATE_GRACE).await;
-        session.note(format!(
+    let (report, detached) = session.finish(&mut tracer, &mut Symbolizer::new(), &comm);
+    // The probes come off (a grace period each, overlapping) while a command is stopped.
+    let detaching = std::thread::spawn(move || detached.detach_in_parallel());
+    let stopped = match (child.as_mut(), &end) {
+        (Some(child), End::Duration | End::Cancelled) => {
+            Some(child.terminate(TERMINATE_GRACE).await)
+        }
+        _ => None,
+    };
+    if detaching.join().is_err() {
+        log::warn!("detaching the probes of pid {pid} panicked");
+    }
+    let mut report = report?;
+    if let Some(status) = stopped {
+        report.notes.push(format!(
             "the command was stopped at the end of the window ({status})"
         ));
     }
-    let (report, detached) = session.finish(&mut tracer, &mut Symbolizer::new(), &comm);
-    drop(detached);
-    Ok(report?)
+    Ok(report)
 }
 
 /// Runs a command with programs that do nothing attached where the allocator probes would go,
