@@ -913,7 +913,7 @@ mod tests {
     use crate::model::Reason;
     use crate::report::pprof::decode_pprof;
     use crate::report::{Frame, StackReport, Totals};
-    use crate::testing::{euid, token_file};
+    use crate::testing::{euid, process_view, token_file};
 
     /// Watched, suspected, traced; has a report with a leaking stack.
     const LEAKY: u32 = 10;
@@ -938,26 +938,11 @@ mod tests {
 
     fn view(pid: u32, comm: &str) -> ProcessView {
         ProcessView {
-            pid,
             start_time_ticks: 100,
-            comm: comm.to_owned(),
             unit: Some(format!("{comm}.service")),
             cgroup: Some(format!("/system.slice/{comm}.service")),
-            rss_bytes: 1 << 20,
-            vsz_bytes: 1 << 22,
             anon_bytes: 1 << 19,
-            swap_bytes: 0,
-            threads: 1,
-            open_fds: 3,
-            rss_growth_bytes_per_second: 0.0,
-            vsz_growth_bytes_per_second: 0.0,
-            fd_growth_per_second: 0.0,
-            suspected: false,
-            reasons: Vec::new(),
-            seconds_until_exhaustion: None,
-            traced: false,
-            outstanding_bytes: None,
-            latest_report: None,
+            ..process_view(pid, comm)
         }
     }
 

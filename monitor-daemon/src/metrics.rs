@@ -374,26 +374,13 @@ mod tests {
 
     fn process(pid: u32, comm: &str) -> ProcessView {
         ProcessView {
-            pid,
             start_time_ticks: 1000,
-            comm: comm.to_owned(),
-            unit: None,
-            cgroup: None,
             rss_bytes: 4096 * u64::from(pid),
             vsz_bytes: 8192,
             anon_bytes: 2048,
-            swap_bytes: 0,
             threads: 2,
             open_fds: 5,
-            rss_growth_bytes_per_second: 0.0,
-            vsz_growth_bytes_per_second: 0.0,
-            fd_growth_per_second: 0.0,
-            suspected: false,
-            reasons: Vec::new(),
-            seconds_until_exhaustion: None,
-            traced: false,
-            outstanding_bytes: None,
-            latest_report: None,
+            ..crate::testing::process_view(pid, comm)
         }
     }
 

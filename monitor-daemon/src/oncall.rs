@@ -461,26 +461,10 @@ mod tests {
 
     fn process(pid: u32, comm: &str) -> ProcessView {
         ProcessView {
-            pid,
-            start_time_ticks: 1,
-            comm: comm.to_owned(),
-            unit: None,
-            cgroup: None,
             rss_bytes: 10 * 1024 * 1024,
             vsz_bytes: 100 * 1024 * 1024,
-            anon_bytes: 0,
-            swap_bytes: 0,
-            threads: 1,
             open_fds: 12,
-            rss_growth_bytes_per_second: 0.0,
-            vsz_growth_bytes_per_second: 0.0,
-            fd_growth_per_second: 0.0,
-            suspected: false,
-            reasons: Vec::new(),
-            seconds_until_exhaustion: None,
-            traced: false,
-            outstanding_bytes: None,
-            latest_report: None,
+            ..crate::testing::process_view(pid, comm)
         }
     }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests: a small deterministic random generator for synthetic
-//! series (no random crate, so a failing seed reproduces exactly), report frames, and API
-//! token files.
+//! series (no random crate, so a failing seed reproduces exactly), report frames, watched
+//! processes, and API token files.
 
 use std::path::{Path, PathBuf};
 
@@ -60,4 +60,31 @@ pub(crate) fn token_file(dir: &Path, contents: &str, mode: u32) -> PathBuf {
     std::fs::write(&path, contents).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
     path
+}
+
+/// A watched process that is not growing: 1 MiB resident, 4 MiB virtual, 3 descriptors, one
+/// thread; tests set what they look at with struct update syntax.
+pub(crate) fn process_view(pid: u32, comm: &str) -> crate::model::ProcessView {
+    crate::model::ProcessView {
+        pid,
+        start_time_ticks: 1,
+        comm: comm.to_owned(),
+        unit: None,
+        cgroup: None,
+        rss_bytes: 1 << 20,
+        vsz_bytes: 1 << 22,
+        anon_bytes: 0,
+        swap_bytes: 0,
+        threads: 1,
+        open_fds: 3,
+        rss_growth_bytes_per_second: 0.0,
+        vsz_growth_bytes_per_second: 0.0,
+        fd_growth_per_second: 0.0,
+        suspected: false,
+        reasons: Vec::new(),
+        seconds_until_exhaustion: None,
+        traced: false,
+        outstanding_bytes: None,
+        latest_report: None,
+    }
 }

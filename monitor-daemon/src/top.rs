@@ -487,26 +487,11 @@ mod tests {
 
     fn process(pid: u32, comm: &str, rss: u64, growth: f64) -> ProcessView {
         ProcessView {
-            pid,
-            start_time_ticks: 1,
-            comm: comm.to_owned(),
-            unit: None,
-            cgroup: None,
             rss_bytes: rss,
             vsz_bytes: rss * 4,
-            anon_bytes: 0,
-            swap_bytes: 0,
-            threads: 1,
             open_fds: u64::from(pid),
             rss_growth_bytes_per_second: growth,
-            vsz_growth_bytes_per_second: 0.0,
-            fd_growth_per_second: 0.0,
-            suspected: false,
-            reasons: Vec::new(),
-            seconds_until_exhaustion: None,
-            traced: false,
-            outstanding_bytes: None,
-            latest_report: None,
+            ..crate::testing::process_view(pid, comm)
         }
     }
 

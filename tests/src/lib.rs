@@ -151,29 +151,33 @@ pub fn trace_pid(
     scenario_args: &[&str],
     warmup: Duration,
 ) -> TraceRun {
-    let _serial = serial();
     let mut command = Command::new(scenario_path(scenario));
     command.args(scenario_args);
-    let running = Running::spawn(command, scenario);
-    let pid = running.child.id();
-    thread::sleep(warmup);
-    let traced = trace_unserialized("json", args, vec!["--pid".into(), pid.to_string().into()]);
-    let scenario_run = running.finish();
+    trace_spawned(command, scenario, scenario, args, warmup, |pid| pid).0
+}
+
+/// `steady_leak` leaks this many bytes a second.
+pub const STEADY_RATE: f64 = 409_600.0;
+
+/// Asserts that the top leaking stack of a report on `steady_leak` (traced from any point of its
+/// run: only its rate is known) goes through `leak_steady`, named, at [`STEADY_RATE`] within 25%.
+pub fn assert_steady_leak(report: &Report) {
+    let top = report
+        .stacks
+        .iter()
+        .find(|stack| stack.leaking)
+        .unwrap_or_else(|| panic!("no leaking stack\n{}", describe_report(report)));
     assert!(
-        scenario_run.status.success(),
-        "scenario {scenario} failed ({}): {}\nleakmon stderr:\n{}",
-        scenario_run.status,
-        scenario_run.stderr,
-        traced.run.stderr
+        has_frame(top, "leak_steady"),
+        "the top leaking stack does not name leak_steady\n{}",
+        describe_report(report)
     );
-    let summary = parse_summary(&scenario_run.stdout, scenario, &traced.run.stderr);
-    let run = finish_trace(traced, summary);
-    assert_eq!(
-        run.report.pid, pid,
-        "the report is about another process\nleakmon stderr:\n{}",
-        run.stderr
+    assert!(
+        (top.growth_bytes_per_second - STEADY_RATE).abs() <= 0.25 * STEADY_RATE,
+        "leak_steady leaks {STEADY_RATE} B/s; the report says {:.0} B/s\n{}",
+        top.growth_bytes_per_second,
+        describe_report(report)
     );
-    run
 }
 
 /// The stacks with a frame whose symbol contains `function`, in the report's order.

@@ -3,12 +3,9 @@
 
 use std::time::Duration;
 
-use leakmon_tests::{assert_leak_within, describe_report, has_frame, trace_command, trace_pid};
+use leakmon_tests::{assert_leak_within, assert_steady_leak, trace_command, trace_pid};
 
 use crate::INTERVAL;
-
-/// `steady_leak` leaks this many bytes a second.
-const STEADY_RATE: f64 = 409_600.0;
 
 #[test]
 fn attach_by_pid() {
@@ -24,23 +21,7 @@ fn attach_by_pid() {
         "--duration 5 watched for {} s",
         report.duration_seconds
     );
-    let top = report
-        .stacks
-        .iter()
-        .find(|stack| stack.leaking)
-        .unwrap_or_else(|| panic!("no leaking stack\n{}", describe_report(report)));
-    assert!(
-        has_frame(top, "leak_steady"),
-        "the largest leaking stack is not leak_steady's\n{}",
-        describe_report(report)
-    );
-    // Allocations made before the attach are unknown, so only the rate can be compared.
-    assert!(
-        (top.growth_bytes_per_second - STEADY_RATE).abs() <= 0.25 * STEADY_RATE,
-        "leak_steady leaks {STEADY_RATE} B/s; the report says {:.0} B/s\n{}",
-        top.growth_bytes_per_second,
-        describe_report(report)
-    );
+    assert_steady_leak(report);
 }
 
 #[test]

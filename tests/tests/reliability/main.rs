@@ -2,9 +2,11 @@
 //! short-lived processes (some traced as they exit), a daemon stopped or killed mid-trace,
 //! kernel maps too small for the program traced, a pid reused by a new process, a traced process
 //! that calls `execve`, a process with its own copy of libc in another mount namespace, a
-//! binary deleted while it runs, and a daemon restarted on its state directory. Each needs root
+//! binary deleted while it runs, leakmon in a PID namespace of its own, a process that exits or
+//! an attach that fails half-way, and a daemon restarted on its state directory. Each needs root
 //! and real eBPF, like every end-to-end test; they run one at a time (`serial`).
 
+mod attach;
 mod churn;
 mod exec;
 mod full_maps;

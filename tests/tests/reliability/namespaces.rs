@@ -11,37 +11,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use leakmon_tests::{
-    Report, TraceRun, describe_report, find_descendant, has_frame, leakmon_bin, scenario_path,
+    Report, assert_steady_leak, describe_report, find_descendant, leakmon_bin, scenario_path,
     serial, trace_spawned,
 };
 
 /// The host's libc, as Debian 12 installs it.
 const LIBC: &str = "/lib/x86_64-linux-gnu/libc.so.6";
-/// `steady_leak` leaks this many bytes a second.
-const STEADY_RATE: f64 = 409_600.0;
-
-/// Asserts that the top leaking stack goes through `leak_steady`, named, at its rate.
-fn assert_steady_leak(run: &TraceRun) {
-    let report = &run.report;
-    let top = report
-        .stacks
-        .iter()
-        .find(|stack| stack.leaking)
-        .unwrap_or_else(|| panic!("no leaking stack\n{}", describe_report(report)));
-    assert!(
-        has_frame(top, "leak_steady"),
-        "the top leaking stack does not name leak_steady\n{}",
-        describe_report(report)
-    );
-    assert!(
-        (top.growth_bytes_per_second - STEADY_RATE).abs() <= 0.25 * STEADY_RATE,
-        "leak_steady leaks {STEADY_RATE} B/s; the report says {:.0} B/s\n{}",
-        top.growth_bytes_per_second,
-        describe_report(report)
-    );
-}
-
-/// The inode of the libc a process has mapped.
 fn mapped_libc_inode(pid: u32) -> u64 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_else(|error| panic!("reading /proc/{pid}/maps: {error}"));
@@ -93,7 +68,7 @@ fn libc_copy_in_another_mount_namespace() {
         "pid {pid} in its own mount namespace: {}",
         describe_report(&run.report)
     );
-    assert_steady_leak(&run);
+    assert_steady_leak(&run.report);
 }
 
 #[test]
@@ -118,7 +93,7 @@ fn binary_deleted_while_running() {
     );
     let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok();
     eprintln!("pid {pid} ({exe:?}): {}", describe_report(&run.report));
-    assert_steady_leak(&run);
+    assert_steady_leak(&run.report);
 }
 
 #[test]
@@ -150,16 +125,7 @@ fn leakmon_in_its_own_pid_namespace() {
     let text = std::fs::read_to_string(&output).expect("reading the report");
     let report: Report = serde_json::from_str(&text).expect("a JSON report");
     eprintln!("leakmon in a PID namespace: {}", describe_report(&report));
-    let top = report
-        .stacks
-        .iter()
-        .find(|stack| stack.leaking)
-        .unwrap_or_else(|| panic!("no leaking stack\n{}", describe_report(&report)));
-    assert!(
-        has_frame(top, "leak_steady"),
-        "the top leaking stack does not name leak_steady\n{}",
-        describe_report(&report)
-    );
+    assert_steady_leak(&report);
 
     // A process in a PID namespace below leakmon's: its threads are numbered in that one.
     let script = format!(
