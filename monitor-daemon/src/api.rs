@@ -991,23 +991,13 @@ mod tests {
 
     fn report(pid: u32, comm: &str, stacks: Vec<StackReport>) -> Report {
         Report {
-            pid,
-            start_time_ticks: None,
-            comm: comm.to_owned(),
             duration_seconds: 30.0,
             interval_seconds: 2.0,
-            sample_rate: 0,
-            min_age_seconds: 0.0,
-            partial: false,
-            notes: Vec::new(),
-            probes: Vec::new(),
             totals: Totals {
                 outstanding_bytes: stacks.iter().map(|s| s.bytes).sum(),
                 outstanding_allocations: 3,
             },
-            dropped: BTreeMap::new(),
-            events: BTreeMap::new(),
-            stacks,
+            ..crate::testing::report(pid, comm, stacks)
         }
     }
 

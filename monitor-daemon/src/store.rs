@@ -397,40 +397,31 @@ mod tests {
     use crate::report::{Frame, StackReport, Totals};
 
     fn report(pid: u32, comm: &str, stacks: usize) -> Report {
+        let stacks = (0..stacks)
+            .map(|i| StackReport {
+                bytes: 1024 + i as u64,
+                allocations: 1,
+                growth_bytes_per_second: 3.5,
+                oldest_age_seconds: 2.0,
+                leaking: i % 2 == 0,
+                frames: vec![Frame {
+                    address: 0x1000 + i as u64,
+                    symbol: Some(format!("function_number_{i}")),
+                    module: Some("/usr/bin/app".to_owned()),
+                    file: None,
+                    line: None,
+                    inlined: false,
+                }],
+            })
+            .collect();
         Report {
-            pid,
-            start_time_ticks: None,
-            comm: comm.to_owned(),
-            duration_seconds: 10.0,
-            interval_seconds: 1.0,
-            sample_rate: 0,
-            min_age_seconds: 0.0,
-            partial: false,
             notes: vec!["a note".to_owned()],
-            probes: Vec::new(),
             totals: Totals {
                 outstanding_bytes: 4096,
                 outstanding_allocations: 4,
             },
-            dropped: BTreeMap::new(),
             events: BTreeMap::from([("allocs".to_owned(), 10)]),
-            stacks: (0..stacks)
-                .map(|i| StackReport {
-                    bytes: 1024 + i as u64,
-                    allocations: 1,
-                    growth_bytes_per_second: 3.5,
-                    oldest_age_seconds: 2.0,
-                    leaking: i % 2 == 0,
-                    frames: vec![Frame {
-                        address: 0x1000 + i as u64,
-                        symbol: Some(format!("function_number_{i}")),
-                        module: Some("/usr/bin/app".to_owned()),
-                        file: None,
-                        line: None,
-                        inlined: false,
-                    }],
-                })
-                .collect(),
+            ..crate::testing::report(pid, comm, stacks)
         }
     }
 

@@ -1,6 +1,6 @@
 //! Helpers shared by the unit tests: a small deterministic random generator for synthetic
-//! series (no random crate, so a failing seed reproduces exactly), report frames, watched
-//! processes, and API token files.
+//! series (no random crate, so a failing seed reproduces exactly), reports and their frames,
+//! watched processes, and API token files.
 
 use std::path::{Path, PathBuf};
 
@@ -28,6 +28,31 @@ impl Rng {
         let u1 = 1.0 - self.uniform();
         let u2 = self.uniform();
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    }
+}
+
+/// A report on `pid` (`comm`): a 10 s window sampled every second, every allocation recorded,
+/// nothing dropped, no note; tests set the rest with struct update syntax.
+pub(crate) fn report(
+    pid: u32,
+    comm: &str,
+    stacks: Vec<crate::report::StackReport>,
+) -> crate::report::Report {
+    crate::report::Report {
+        pid,
+        start_time_ticks: None,
+        comm: comm.to_owned(),
+        duration_seconds: 10.0,
+        interval_seconds: 1.0,
+        sample_rate: 0,
+        min_age_seconds: 0.0,
+        partial: false,
+        notes: Vec::new(),
+        probes: Vec::new(),
+        totals: crate::report::Totals::default(),
+        dropped: std::collections::BTreeMap::new(),
+        events: std::collections::BTreeMap::new(),
+        stacks,
     }
 }
 

@@ -156,25 +156,50 @@ pub fn trace_pid(
     trace_spawned(command, scenario, scenario, args, warmup, |pid| pid).0
 }
 
+/// Asserts a failed run whose stderr is one line mentioning `needle` (case-insensitively).
+pub fn assert_one_line_error(run: &LeakmonRun, needle: &str) {
+    assert!(
+        !run.status.success(),
+        "leakmon succeeded; stderr:\n{}",
+        run.stderr
+    );
+    let message = run.stderr.trim();
+    assert!(
+        !message.is_empty() && !message.contains('\n'),
+        "expected a one-line error, got:\n{}",
+        run.stderr
+    );
+    assert!(
+        message.to_lowercase().contains(&needle.to_lowercase()),
+        "the error does not mention {needle:?}: {message}"
+    );
+}
+
 /// `steady_leak` leaks this many bytes a second.
 pub const STEADY_RATE: f64 = 409_600.0;
 
 /// Asserts that the top leaking stack of a report on `steady_leak` (traced from any point of its
-/// run: only its rate is known) goes through `leak_steady`, named, at [`STEADY_RATE`] within 25%.
+/// run: only its rate is known) goes through `leak_steady`, named, at [`STEADY_RATE`].
 pub fn assert_steady_leak(report: &Report) {
+    assert_top_leak(report, "leak_steady", STEADY_RATE);
+}
+
+/// Asserts that the top leaking stack of `report` goes through `function`, named, and grows at
+/// `rate` bytes a second within 25%.
+pub fn assert_top_leak(report: &Report, function: &str, rate: f64) {
     let top = report
         .stacks
         .iter()
         .find(|stack| stack.leaking)
         .unwrap_or_else(|| panic!("no leaking stack\n{}", describe_report(report)));
     assert!(
-        has_frame(top, "leak_steady"),
-        "the top leaking stack does not name leak_steady\n{}",
+        has_frame(top, function),
+        "the top leaking stack does not name {function}\n{}",
         describe_report(report)
     );
     assert!(
-        (top.growth_bytes_per_second - STEADY_RATE).abs() <= 0.25 * STEADY_RATE,
-        "leak_steady leaks {STEADY_RATE} B/s; the report says {:.0} B/s\n{}",
+        (top.growth_bytes_per_second - rate).abs() <= 0.25 * rate,
+        "{function} leaks {rate} B/s; the report says {:.0} B/s\n{}",
         top.growth_bytes_per_second,
         describe_report(report)
     );

@@ -49,39 +49,23 @@ fn sanitize(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::report::{StackReport, Totals};
+    use crate::report::StackReport;
     use crate::testing::frame;
 
     fn report(stacks: Vec<(u64, Vec<Frame>)>) -> Report {
-        Report {
-            pid: 1,
-            start_time_ticks: None,
-            comm: "app".to_owned(),
-            duration_seconds: 10.0,
-            interval_seconds: 1.0,
-            sample_rate: 0,
-            min_age_seconds: 0.0,
-            partial: false,
-            notes: Vec::new(),
-            probes: Vec::new(),
-            totals: Totals::default(),
-            dropped: BTreeMap::new(),
-            events: BTreeMap::new(),
-            stacks: stacks
-                .into_iter()
-                .map(|(bytes, frames)| StackReport {
-                    bytes,
-                    allocations: 1,
-                    growth_bytes_per_second: 0.0,
-                    oldest_age_seconds: 0.0,
-                    leaking: false,
-                    frames,
-                })
-                .collect(),
-        }
+        let stacks = stacks
+            .into_iter()
+            .map(|(bytes, frames)| StackReport {
+                bytes,
+                allocations: 1,
+                growth_bytes_per_second: 0.0,
+                oldest_age_seconds: 0.0,
+                leaking: false,
+                frames,
+            })
+            .collect();
+        crate::testing::report(1, "app", stacks)
     }
 
     #[test]

@@ -204,35 +204,17 @@ mod tests {
     use super::*;
 
     fn report() -> Report {
+        let stack = StackReport {
+            bytes: 100,
+            allocations: 2,
+            growth_bytes_per_second: 5.0,
+            oldest_age_seconds: 1.0,
+            leaking: true,
+            frames: vec![crate::testing::frame(0x10, Some("f"), None)],
+        };
         Report {
-            pid: 9,
-            start_time_ticks: None,
-            comm: "app".to_owned(),
             duration_seconds: 2.0,
-            interval_seconds: 1.0,
-            sample_rate: 0,
-            min_age_seconds: 0.0,
-            partial: false,
-            notes: Vec::new(),
-            probes: Vec::new(),
-            totals: Totals::default(),
-            dropped: BTreeMap::new(),
-            events: BTreeMap::new(),
-            stacks: vec![StackReport {
-                bytes: 100,
-                allocations: 2,
-                growth_bytes_per_second: 5.0,
-                oldest_age_seconds: 1.0,
-                leaking: true,
-                frames: vec![Frame {
-                    address: 0x10,
-                    symbol: Some("f".to_owned()),
-                    module: None,
-                    file: None,
-                    line: None,
-                    inlined: false,
-                }],
-            }],
+            ..crate::testing::report(9, "app", vec![stack])
         }
     }
 

@@ -504,10 +504,8 @@ impl Builder {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::report::{StackReport, Totals};
+    use crate::report::StackReport;
     use crate::testing::frame;
 
     fn located(mut f: Frame, file: &str, line: u32, inlined: bool) -> Frame {
@@ -532,52 +530,47 @@ mod tests {
             frames,
         };
         Report {
-            pid: 77,
-            start_time_ticks: None,
-            comm: "app".to_owned(),
             duration_seconds: 30.5,
-            interval_seconds: 1.0,
             sample_rate: 512,
             min_age_seconds: 5.0,
-            partial: false,
             notes: vec!["a probe was not placed".to_owned()],
-            probes: Vec::new(),
-            totals: Totals::default(),
-            dropped: BTreeMap::new(),
-            events: BTreeMap::new(),
-            stacks: vec![
-                stack(
-                    65_536,
-                    1234.6,
-                    true,
-                    vec![
-                        // Two functions inlined into `parse` at one address.
-                        located(frame(0x1000, Some("push"), Some(APP)), "vec.h", 3, true),
-                        located(frame(0x1000, Some("grow"), Some(APP)), "buf.c", 12, true),
-                        located(
-                            frame(0x1000, Some("parse"), Some(APP)),
-                            "parse.c",
-                            90,
-                            false,
-                        ),
-                        shared_caller.clone(),
-                        main.clone(),
-                    ],
-                ),
-                stack(
-                    4096,
-                    -3.0,
-                    false,
-                    vec![
-                        frame(0x7f00_0000_1234, None, Some(LIBC)),
-                        frame(0x42, None, None),
-                        frame(0x2100, Some("handle"), Some(APP)),
-                        shared_caller,
-                        main,
-                    ],
-                ),
-                stack(0, 0.0, false, Vec::new()),
-            ],
+            ..crate::testing::report(
+                77,
+                "app",
+                vec![
+                    stack(
+                        65_536,
+                        1234.6,
+                        true,
+                        vec![
+                            // Two functions inlined into `parse` at one address.
+                            located(frame(0x1000, Some("push"), Some(APP)), "vec.h", 3, true),
+                            located(frame(0x1000, Some("grow"), Some(APP)), "buf.c", 12, true),
+                            located(
+                                frame(0x1000, Some("parse"), Some(APP)),
+                                "parse.c",
+                                90,
+                                false,
+                            ),
+                            shared_caller.clone(),
+                            main.clone(),
+                        ],
+                    ),
+                    stack(
+                        4096,
+                        -3.0,
+                        false,
+                        vec![
+                            frame(0x7f00_0000_1234, None, Some(LIBC)),
+                            frame(0x42, None, None),
+                            frame(0x2100, Some("handle"), Some(APP)),
+                            shared_caller,
+                            main,
+                        ],
+                    ),
+                    stack(0, 0.0, false, Vec::new()),
+                ],
+            )
         }
     }
 

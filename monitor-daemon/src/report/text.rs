@@ -218,40 +218,39 @@ mod tests {
         caller.file = Some("src/server.c".to_owned());
         caller.line = Some(120);
         Report {
-            pid: 4242,
-            start_time_ticks: None,
-            comm: "app".to_owned(),
             duration_seconds: 60.0,
             interval_seconds: 5.0,
             sample_rate: 4096,
             min_age_seconds: 10.0,
             partial: true,
             notes: vec!["the process exited".to_owned()],
-            probes: Vec::new(),
             totals: Totals {
                 outstanding_bytes: 3 * 1024 * 1024,
                 outstanding_allocations: 7000,
             },
             dropped,
-            events: BTreeMap::new(),
-            stacks: vec![
-                stack(2 * 1024 * 1024, 10.0, false, vec![frame(0x5, None, None)]),
-                stack(
-                    512 * 1024,
-                    1536.0,
-                    true,
-                    vec![
-                        inlined,
-                        caller,
-                        frame(
-                            0x7f00_0000_2000,
-                            None,
-                            Some("/lib/x86_64-linux-gnu/libc.so.6"),
-                        ),
-                    ],
-                ),
-                stack(4096, 200_000.0, false, Vec::new()),
-            ],
+            ..crate::testing::report(
+                4242,
+                "app",
+                vec![
+                    stack(2 * 1024 * 1024, 10.0, false, vec![frame(0x5, None, None)]),
+                    stack(
+                        512 * 1024,
+                        1536.0,
+                        true,
+                        vec![
+                            inlined,
+                            caller,
+                            frame(
+                                0x7f00_0000_2000,
+                                None,
+                                Some("/lib/x86_64-linux-gnu/libc.so.6"),
+                            ),
+                        ],
+                    ),
+                    stack(4096, 200_000.0, false, Vec::new()),
+                ],
+            )
         }
     }
 

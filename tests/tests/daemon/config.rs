@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use leakmon_tests::{free_local_addr, serial, start_leakmon};
+use leakmon_tests::{assert_one_line_error, free_local_addr, serial, start_leakmon};
 
 #[test]
 fn unknown_config_key_is_a_one_line_error() {
@@ -28,24 +28,6 @@ fn unknown_config_key_is_a_one_line_error() {
         dir.path().join("state").as_os_str(),
     ]);
     let run = leakmon.finish_within(Duration::from_secs(20));
-    assert!(
-        !run.status.success(),
-        "leakmon run accepted an unknown key; stderr:\n{}",
-        run.stderr
-    );
-    let message = run.stderr.trim();
-    assert!(
-        !message.is_empty() && !message.contains('\n'),
-        "expected a one-line error, got:\n{}",
-        run.stderr
-    );
-    assert!(
-        message.contains(&config.display().to_string()),
-        "the error does not name the file {}: {message}",
-        config.display()
-    );
-    assert!(
-        message.contains("surprise_threshold"),
-        "the error does not name the unknown key: {message}"
-    );
+    assert_one_line_error(&run, &config.display().to_string());
+    assert_one_line_error(&run, "surprise_threshold");
 }

@@ -2,26 +2,7 @@
 
 use std::ffi::OsStr;
 
-use leakmon_tests::{LeakmonRun, run_leakmon, scenario_path, trace_output};
-
-/// Asserts a failed run whose stderr is one line mentioning `needle` (case-insensitively).
-fn assert_one_line_error(run: &LeakmonRun, needle: &str) {
-    assert!(
-        !run.status.success(),
-        "leakmon succeeded; stderr:\n{}",
-        run.stderr
-    );
-    let message = run.stderr.trim();
-    assert!(
-        !message.is_empty() && !message.contains('\n'),
-        "expected a one-line error, got:\n{}",
-        run.stderr
-    );
-    assert!(
-        message.to_lowercase().contains(&needle.to_lowercase()),
-        "the error does not mention {needle:?}: {message}"
-    );
-}
+use leakmon_tests::{assert_one_line_error, run_leakmon, scenario_path, trace_output};
 
 #[test]
 fn missing_pid() {

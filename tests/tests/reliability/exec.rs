@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use leakmon_tests::{describe_report, has_frame, scenario_path, trace_spawned};
+use leakmon_tests::{assert_top_leak, describe_report, has_frame, scenario_path, trace_spawned};
 
 /// `rss_leak` leaks this many bytes a second.
 const RSS_LEAK_RATE: f64 = 262_144.0;
@@ -37,25 +37,5 @@ fn trace_follows_execve() {
         "memory of the image replaced by execve is still reported\n{}",
         describe_report(report)
     );
-    let top = report
-        .stacks
-        .iter()
-        .find(|stack| stack.leaking)
-        .unwrap_or_else(|| {
-            panic!(
-                "no leaking stack after the exec\n{}",
-                describe_report(report)
-            )
-        });
-    assert!(
-        has_frame(top, "leak_rss_chunk"),
-        "the top leaking stack is not rss_leak's\n{}",
-        describe_report(report)
-    );
-    assert!(
-        (top.growth_bytes_per_second - RSS_LEAK_RATE).abs() <= 0.25 * RSS_LEAK_RATE,
-        "rss_leak leaks {RSS_LEAK_RATE} B/s; the report says {:.0} B/s\n{}",
-        top.growth_bytes_per_second,
-        describe_report(report)
-    );
+    assert_top_leak(report, "leak_rss_chunk", RSS_LEAK_RATE);
 }
