@@ -324,7 +324,7 @@ impl Symbolizer {
 
     /// Drops the cached data of files unused since `now - CACHE_IDLE`, of files deleted or
     /// replaced since they were cached (their mapping would pin the old file), and of the least
-    /// recently used beyond the most kept.
+    /// recently used beyond the most kept; then returns the freed heap to the system.
     pub fn trim(&mut self, now: Instant) {
         let mut stale: Vec<PathBuf> = self
             .cached
@@ -350,9 +350,16 @@ impl Symbolizer {
             let oldest: Vec<PathBuf> = oldest.map(|(path, _)| path.clone()).collect();
             stale.extend(oldest);
         }
+        if stale.is_empty() {
+            return;
+        }
         for path in stale {
             self.evict(&path);
         }
+        // A large program's DWARF index is tens of MiB of small allocations; once freed, give
+        // the pages back rather than keep them in the allocator's free lists.
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { libc::malloc_trim(0) };
     }
 
     fn evict(&mut self, path: &Path) {
