@@ -3,7 +3,12 @@
 //! allocation, runs the window until its duration, Ctrl-C or the process's exit, and returns
 //! the [`Report`]. Also the probe-cost run behind `leakmon probe-cost`.
 
-use std::{future::Future, num::NonZeroU32, path::Path, time::Duration};
+use std::{
+    future::Future,
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use log::info;
 use tokio::io::{Interest, unix::AsyncFd};
@@ -113,12 +118,7 @@ pub async fn trace(
             (*pid, allocators::allocator_objects(pid.get())?, None, comm)
         }
         Target::Command(argv) => {
-            let program = argv
-                .first()
-                .ok_or_else(|| LaunchError::NotFound(String::new()))?;
-            let exe = launch::resolve_program(program)?;
-            let objects = plan_command(&exe)?;
-            let held = HeldChild::spawn(&exe, argv)?;
+            let (exe, objects, held) = spawn_held(argv)?;
             let comm = exe
                 .file_name()
                 .map(|name| name.to_string_lossy().chars().take(15).collect())
@@ -223,6 +223,18 @@ pub async fn trace(
     Ok(report)
 }
 
+/// Resolves the program of `argv`, plans the probes of the objects it will map, and starts it
+/// held before its `execve` until the probes are attached.
+fn spawn_held(argv: &[String]) -> Result<(PathBuf, Vec<AllocatorObject>, HeldChild), TraceError> {
+    let program = argv
+        .first()
+        .ok_or_else(|| LaunchError::NotFound(String::new()))?;
+    let exe = launch::resolve_program(program)?;
+    let objects = plan_command(&exe)?;
+    let held = HeldChild::spawn(&exe, argv)?;
+    Ok((exe, objects, held))
+}
+
 /// Runs a command with programs that do nothing attached where the allocator probes would go,
 /// and returns how it exited: the probe-cost benchmark compares this with the command untraced
 /// and traced.
@@ -231,12 +243,7 @@ pub async fn run_with_empty_probes(
     placement: EmptyPlacement,
 ) -> Result<ExitStatus, TraceError> {
     let mut tracer = Tracer::load(MapLimits::default())?;
-    let program = argv
-        .first()
-        .ok_or_else(|| LaunchError::NotFound(String::new()))?;
-    let exe = launch::resolve_program(program)?;
-    let objects = plan_command(&exe)?;
-    let held = HeldChild::spawn(&exe, argv)?;
+    let (_, objects, held) = spawn_held(argv)?;
     let pid = held.pid();
     tracer.attach_empty(pid, &objects, placement)?;
     let mut child = held.release()?;
