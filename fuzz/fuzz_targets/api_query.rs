@@ -85,6 +85,7 @@ fn fake() -> Fake {
     store
         .save(&Report {
             pid: PID,
+            start_time_ticks: Some(100),
             comm: "leaky".to_owned(),
             duration_seconds: 30.0,
             interval_seconds: 2.0,

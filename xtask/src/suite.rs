@@ -1,5 +1,5 @@
 //! `cargo xtask test`: the whole check a change must pass, as a sequence of named steps (set-up,
-//! formatting, lints on the host and BPF targets, the Prometheus alert rules' tests, unit tests,
+//! formatting, lints on the host, fuzz and BPF targets, the Prometheus alert rules' tests, unit tests,
 //! release build, end-to-end suite)
 //! that stops at the first failure and ends with the wall time of every step it ran and one
 //! `tests: N passed, M failed` line over every test run.
@@ -40,6 +40,14 @@ fn run_steps(steps: &mut Steps, parts: Parts) -> Result<()> {
             // monitor-ebpf only builds for the BPF target; the next step lints it there.
             let args = "clippy --workspace --exclude monitor-ebpf --all-targets -- -D warnings";
             run(&mut cargo_with(args)?)
+        })?;
+        steps.run("clippy (fuzz targets)", || {
+            // fuzz/ is a workspace of its own that `cargo xtask fuzz` alone would build: lint it
+            // here so that a change to the library cannot leave it broken.
+            let args = "clippy --manifest-path fuzz/Cargo.toml --bins --target-dir";
+            run(cargo_with(args)?
+                .arg(target_dir())
+                .args(["--", "-D", "warnings"]))
         })?;
         steps.run("clippy (monitor-ebpf, BPF target)", || {
             // A target directory of its own: RUSTC_BOOTSTRAP and build-std would otherwise
