@@ -49,9 +49,30 @@ const TRACEPOINTS: [(&str, &str, &str); 10] = [
 /// Why the kernel side could not be set up or used.
 #[derive(Debug, thiserror::Error)]
 pub enum TracerError {
-    /// Not running as root (or without CAP_BPF and CAP_PERFMON).
-    #[error("leakmon needs root (CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE) to load eBPF programs")]
+    /// Not running as root.
+    #[error(
+        "leakmon needs root (uid 0 with CAP_SYS_ADMIN, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH) to \
+         load eBPF programs and read other processes"
+    )]
     NotRoot,
+    /// Root, but without the capability that loading the programs and attaching uprobes needs.
+    #[error(
+        "leakmon runs as root without CAP_SYS_ADMIN, which loading eBPF programs and attaching \
+         uprobes need (the systemd unit keeps CAP_SYS_ADMIN, CAP_SYS_PTRACE and \
+         CAP_DAC_READ_SEARCH)"
+    )]
+    NoSysAdmin,
+    /// A kernel older than the programs need.
+    #[error(
+        "kernel {release} is too old: leakmon needs Linux {}.{} or later (BPF cookies on uprobes, \
+         bpf_task_pt_regs)",
+        MIN_KERNEL.0,
+        MIN_KERNEL.1
+    )]
+    UnsupportedKernel {
+        /// The running kernel's release.
+        release: String,
+    },
     /// The kernel exposes no BTF, which the programs need.
     #[error(
         "this kernel has no BTF ({path} is missing); leakmon needs a kernel built with CONFIG_DEBUG_INFO_BTF"
@@ -205,15 +226,73 @@ impl Default for MapLimits {
     }
 }
 
-/// Checks what the kernel programs need from the host, before anything is loaded.
+/// The oldest kernel the programs load on (major, minor): `bpf_get_attach_cookie` on uprobes
+/// and `bpf_task_pt_regs` arrived in 5.15.
+pub const MIN_KERNEL: (u32, u32) = (5, 15);
+
+/// `CAP_SYS_ADMIN`'s bit in the capability sets.
+const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_SYS_PTRACE`'s bit.
+const CAP_SYS_PTRACE: u32 = 19;
+/// `CAP_DAC_READ_SEARCH`'s bit.
+const CAP_DAC_READ_SEARCH: u32 = 2;
+
+/// What [`preflight`] looks at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Host {
+    euid: u32,
+    /// The effective capability set (`CapEff` of `/proc/self/status`).
+    capabilities: u64,
+    btf: bool,
+    release: String,
+}
+
+/// Checks what the kernel programs need from the host, before anything is loaded: root,
+/// CAP_SYS_ADMIN, BTF and a recent enough kernel; warns when the capabilities that reach other
+/// users' processes are missing.
 pub fn preflight() -> Result<(), TracerError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let capabilities = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    check_host(&Host {
+        // SAFETY: geteuid has no preconditions.
+        euid: unsafe { libc::geteuid() },
+        capabilities,
+        btf: Path::new(BTF).exists(),
+        release: kernel_release(),
+    })
+}
+
+/// Where the kernel's BTF is.
+const BTF: &str = "/sys/kernel/btf/vmlinux";
+
+fn check_host(host: &Host) -> Result<(), TracerError> {
+    if host.euid != 0 {
         return Err(TracerError::NotRoot);
     }
-    const BTF: &str = "/sys/kernel/btf/vmlinux";
-    if !Path::new(BTF).exists() {
+    let has = |capability: u32| host.capabilities & (1 << capability) != 0;
+    if !has(CAP_SYS_ADMIN) {
+        return Err(TracerError::NoSysAdmin);
+    }
+    if !has(CAP_SYS_PTRACE) {
+        log::warn!("without CAP_SYS_PTRACE, processes of other users cannot be traced");
+    }
+    if !has(CAP_DAC_READ_SEARCH) {
+        log::warn!(
+            "without CAP_DAC_READ_SEARCH, programs in directories root may not search cannot \
+             be traced or symbolized"
+        );
+    }
+    if !host.btf {
         return Err(TracerError::NoBtf { path: BTF });
+    }
+    if kernel_version(&host.release).is_some_and(|version| version < MIN_KERNEL) {
+        return Err(TracerError::UnsupportedKernel {
+            release: host.release.clone(),
+        });
     }
     Ok(())
 }
@@ -771,10 +850,15 @@ fn load_error(program: &'static str, source: ProgramError) -> TracerError {
 /// `uretprobe` system call without seccomp letting it pass: Linux 6.11 to 6.13. A process whose
 /// seccomp filter does not allow that system call is killed at its first probed return.
 pub fn uretprobe_uses_syscall(release: &str) -> bool {
+    matches!(kernel_version(release), Some((6, 11..=13)))
+}
+
+/// The (major, minor) version of a kernel release such as `6.12.9-arch1-1`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut numbers = release
         .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|part| part.parse::<u32>().ok());
-    matches!((numbers.next(), numbers.next()), (Some(6), Some(11..=13)))
+        .map(|part| part.parse::<u32>().ok());
+    Some((numbers.next()??, numbers.next()??))
 }
 
 /// The running kernel's release (`uname -r`).
@@ -870,6 +954,56 @@ mod tests {
             assert!(!uretprobe_uses_syscall(release), "{release}");
         }
         assert!(kernel_release().starts_with(|c: char| c.is_ascii_digit()));
+    }
+
+    #[test]
+    fn preflight_names_what_is_missing() {
+        let full = (1 << CAP_SYS_ADMIN) | (1 << CAP_SYS_PTRACE) | (1 << CAP_DAC_READ_SEARCH);
+        let host = Host {
+            euid: 0,
+            capabilities: full,
+            btf: true,
+            release: "6.18.44-fc-v669".to_owned(),
+        };
+        check_host(&host).unwrap();
+        check_host(&Host {
+            capabilities: 1 << CAP_SYS_ADMIN,
+            release: "5.15.0-91-generic".to_owned(),
+            ..host.clone()
+        })
+        .unwrap();
+        let error = |host: Host| check_host(&host).unwrap_err().to_string();
+        assert!(
+            error(Host {
+                euid: 1000,
+                ..host.clone()
+            })
+            .starts_with("leakmon needs root")
+        );
+        assert!(
+            error(Host {
+                capabilities: full & !(1 << CAP_SYS_ADMIN),
+                ..host.clone()
+            })
+            .starts_with("leakmon runs as root without CAP_SYS_ADMIN")
+        );
+        assert!(
+            error(Host {
+                btf: false,
+                ..host.clone()
+            })
+            .starts_with("this kernel has no BTF")
+        );
+        assert_eq!(
+            error(Host {
+                release: "5.10.0-28-amd64".to_owned(),
+                ..host.clone()
+            }),
+            "kernel 5.10.0-28-amd64 is too old: leakmon needs Linux 5.15 or later (BPF cookies on \
+             uprobes, bpf_task_pt_regs)"
+        );
+        assert_eq!(kernel_version("4.19.0"), Some((4, 19)));
+        assert_eq!(kernel_version("weird"), None);
     }
 
     #[test]

@@ -124,6 +124,27 @@ fn not_root_is_a_one_line_error() {
 }
 
 #[test]
+fn root_without_cap_sys_admin_is_a_one_line_error() {
+    let _serial = serial();
+    let output = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin"])
+        .arg(leakmon_bin())
+        .args(["trace", "--pid", "1", "--duration", "1"])
+        .output()
+        .expect("running setpriv");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "leakmon succeeded without CAP_SYS_ADMIN"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "not one line:\n{stderr}");
+    assert!(
+        stderr.contains("without CAP_SYS_ADMIN"),
+        "the error does not name the capability: {stderr}"
+    );
+}
+
+#[test]
 fn allocator_edge_cases_are_booked_exactly() {
     let mut args = INTERVAL.to_vec();
     args.extend(["--top", "100"]);
