@@ -298,8 +298,8 @@ impl Daemon {
             starts.push((view.pid, view.start_time_ticks, view.comm.clone(), why));
         }
         for (pid, start_time_ticks, comm, why) in starts {
-            let until = now + Duration::from_secs_f64(trace.window_seconds);
-            if let Err(reason) = self.start_trace(pid, start_time_ticks, comm, until, why) {
+            let window = Duration::from_secs_f64(trace.window_seconds);
+            if let Err(reason) = self.start_trace(pid, start_time_ticks, comm, window, why) {
                 info!("not tracing pid {pid}: {reason}");
                 self.cooldown
                     .insert((pid, start_time_ticks), now + FAILED_ATTACH_BACKOFF);
@@ -307,12 +307,14 @@ impl Daemon {
         }
     }
 
+    /// Attaches to `pid` and traces it for `window`, counted from when its probes are in place
+    /// (attaching takes a while on a busy host).
     fn start_trace(
         &mut self,
         pid: u32,
         start_time_ticks: u64,
         comm: String,
-        until: Instant,
+        window: Duration,
         why: Why,
     ) -> Result<(), String> {
         let nonzero = NonZeroU32::new(pid).ok_or("pid 0 is not a process")?;
@@ -325,11 +327,10 @@ impl Daemon {
             false,
         )
         .map_err(|err| err.to_string())?;
+        let until = Instant::now() + window;
         info!(
             "tracing pid {pid} ({comm}) for {:.0} s ({why:?})",
-            until
-                .saturating_duration_since(Instant::now())
-                .as_secs_f64()
+            window.as_secs_f64()
         );
         self.running.insert(
             pid,
@@ -537,13 +538,7 @@ impl Daemon {
             .find(|view| view.pid == pid)
             .ok_or_else(|| format!("pid {pid} is not watched"))?;
         let (start_time_ticks, comm) = (view.start_time_ticks, view.comm.clone());
-        self.start_trace(
-            pid,
-            start_time_ticks,
-            comm,
-            Instant::now() + duration,
-            Why::Requested,
-        )?;
+        self.start_trace(pid, start_time_ticks, comm, duration, Why::Requested)?;
         Ok(TraceAccepted {
             pid,
             duration_seconds: duration.as_secs_f64(),
