@@ -282,15 +282,14 @@ impl Symbolizer {
 
         let now = Instant::now();
         for group in &groups {
-            let identity = (!is_fd_path(&group.open_path))
-                .then(|| file_identity(&group.open_path))
-                .flatten();
             self.cached
                 .entry(group.open_path.clone())
                 .and_modify(|cached| cached.last_used = now)
-                .or_insert(Cached {
+                .or_insert_with(|| Cached {
                     last_used: now,
-                    identity,
+                    identity: (!is_fd_path(&group.open_path))
+                        .then(|| file_identity(&group.open_path))
+                        .flatten(),
                 });
         }
         let resolved: Vec<Vec<Option<bz::Sym<'_>>>> =
