@@ -828,12 +828,20 @@ impl Daemon {
     }
 
     /// Sends SIGTERM and waits for the daemon to exit (at most [`DAEMON_STOP_TIMEOUT`], then it
-    /// is killed and the status says so); returns how it ended and how long that took.
-    pub fn terminate(mut self) -> (LeakmonRun, Duration) {
+    /// is killed); panics, with its stderr, unless it exited 0. Returns how long that took.
+    pub fn terminate(mut self) -> Duration {
         let process = self.process.take().expect("the daemon runs");
         let started = Instant::now();
-        let finished = terminate(process);
-        (finished.into(), started.elapsed())
+        let run: LeakmonRun = terminate(process).into();
+        let took = started.elapsed();
+        assert!(
+            run.status.success(),
+            "leakmon run did not exit 0 after SIGTERM ({}, {:.1} s); stderr:\n{}",
+            run.status,
+            took.as_secs_f64(),
+            run.stderr
+        );
+        took
     }
 }
 

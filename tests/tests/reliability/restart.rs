@@ -22,13 +22,7 @@ fn restart_keeps_reports_and_can_trace_again() {
     first.wait_watched(pid, WATCH_LIMIT);
     first.request_trace(pid, 600.0, Duration::from_secs(5));
     std::thread::sleep(Duration::from_secs(2));
-    let (run, _) = first.terminate();
-    assert!(
-        run.status.success(),
-        "SIGTERM: {}\n{}",
-        run.status,
-        run.stderr
-    );
+    first.terminate();
 
     let second = Daemon::start_with_state_dir(&config, state.path());
     let old: Report = second.get_json(&format!("/api/v1/processes/{pid}/report?format=json"));
