@@ -97,6 +97,7 @@ const PROGRAMS: &[Program] = &[
     scenario("churn_child", "churn_child.c", Language::C),
     scenario("many_blocks", "many_blocks.c", Language::C),
     scenario("exec_into", "exec_into.c", Language::C),
+    scenario("deny_mount", "deny_mount.c", Language::C),
 ];
 
 fn main() {

@@ -22,6 +22,7 @@ pub mod symbolize;
 mod testing;
 pub mod top;
 pub mod trace;
+pub mod tracefs;
 pub mod tracer;
 pub mod trend;
 pub mod watch;

@@ -1,18 +1,24 @@
 //! The kernel side of tracing, seen from user space: loads the embedded eBPF object, attaches
-//! the system-call and scheduler tracepoints once, attaches and detaches the allocator probes of
-//! one process at a time, and reads and clears that process's state in the kernel maps.
+//! the process-lifecycle tracepoints once, attaches and
+//! detaches the allocator probes of one process at a time, and reads and clears that process's
+//! state in the kernel maps.
 //!
 //! Uprobes are attached per process (`UProbeScope::OneProcess`), so processes that are not
-//! traced never hit a breakpoint. The tracepoints fire for every process but return after one
-//! hash lookup unless the process is in the `TARGETS` map.
+//! traced never hit a breakpoint. The memory-mapping system calls are followed through the
+//! `syscalls:` tracepoints (found through tracefs, mounted if need be: see `tracefs`), attached
+//! only while some process is traced, and the process lifecycle through BTF tracepoints (no
+//! tracefs needed). These fire for every process but return after one hash lookup unless the
+//! process is in the `TARGETS` map. (`fentry`/`fexit` programs, which would spare other system
+//! calls the tracing path, are refused by some kernels, this development VM's among them.)
 
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::Path};
 
 use aya::{
-    Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
-        ProgramError, TracePoint, UProbe,
+        BtfTracePoint, ProgramError, TracePoint, UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
     },
     sys::SyscallError,
@@ -25,6 +31,7 @@ use monitor_common::{
 
 use crate::allocators::AllocatorObject;
 use crate::report::ProbeSite;
+use crate::tracefs;
 
 /// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
@@ -32,19 +39,21 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 /// Largest accepted `--sample-rate`: keeps `rate * 16` far from overflowing in the kernel.
 pub const MAX_SAMPLE_RATE: u64 = 1 << 40;
 
-/// The tracepoints every tracer attaches: (program, category, event).
-const TRACEPOINTS: [(&str, &str, &str); 10] = [
-    ("sys_enter_mmap", "syscalls", "sys_enter_mmap"),
-    ("sys_exit_mmap", "syscalls", "sys_exit_mmap"),
-    ("sys_enter_munmap", "syscalls", "sys_enter_munmap"),
-    ("sys_exit_munmap", "syscalls", "sys_exit_munmap"),
-    ("sys_enter_mremap", "syscalls", "sys_enter_mremap"),
-    ("sys_exit_mremap", "syscalls", "sys_exit_mremap"),
-    ("sys_enter_brk", "syscalls", "sys_enter_brk"),
-    ("sys_exit_brk", "syscalls", "sys_exit_brk"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("sched_process_exec", "sched", "sched_process_exec"),
+/// The memory-mapping system-call tracepoints (programs named as their events in the
+/// `syscalls` category).
+const SYSCALL_TRACEPOINTS: [&str; 8] = [
+    "sys_enter_mmap",
+    "sys_exit_mmap",
+    "sys_enter_munmap",
+    "sys_exit_munmap",
+    "sys_enter_mremap",
+    "sys_exit_mremap",
+    "sys_enter_brk",
+    "sys_exit_brk",
 ];
+
+/// The process-lifecycle BTF tracepoints (program and tracepoint of the same name).
+const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["sched_process_exit", "sched_process_exec"];
 
 /// Why the kernel side could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +171,12 @@ pub enum TracerError {
     /// The sample rate is out of range.
     #[error("--sample-rate must be at most {MAX_SAMPLE_RATE} bytes (got {0})")]
     SampleRate(u64),
+    /// The kernel's BTF could not be parsed (the BTF tracepoint programs need it).
+    #[error("reading the kernel's BTF ({BTF}): {0}")]
+    Btf(#[from] aya::BtfError),
+    /// No tracefs for the system-call tracepoints.
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
 }
 
 /// Where [`Tracer::attach_empty`] puts its probes.
@@ -173,24 +188,34 @@ pub enum EmptyPlacement {
     Chosen,
 }
 
-/// Probes taken off a process (see [`Tracer::detach_later`]); dropping this detaches them.
-pub struct Detached(Vec<UProbeLink>);
+/// Probes taken off a process (see [`Tracer::detach_later`]), with the system-call tracepoints
+/// when it was the last traced process; dropping this detaches them.
+pub struct Detached {
+    probes: Vec<UProbeLink>,
+    tracepoints: Vec<OwnedFd>,
+}
 
 impl Detached {
     /// Detaches every probe at once, one thread each: the kernel's grace periods then overlap
     /// instead of adding up (a second or two per process one after the other).
     pub fn detach_in_parallel(self) {
         std::thread::scope(|scope| {
-            for link in self.0 {
+            for link in self.probes {
                 scope.spawn(move || drop(link));
             }
+            scope.spawn(move || drop(self.tracepoints));
         });
     }
 }
 
 impl std::fmt::Debug for Detached {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Detached({} probes)", self.0.len())
+        write!(
+            f,
+            "Detached({} probes, {} tracepoints)",
+            self.probes.len(),
+            self.tracepoints.len()
+        )
     }
 }
 
@@ -309,6 +334,12 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// The ids of [`SYSCALL_TRACEPOINTS`], read from tracefs at load.
+    syscall_event_ids: Vec<u64>,
+    /// The perf events that attach [`SYSCALL_TRACEPOINTS`]: open while a process is traced,
+    /// closed with the last one, since while any system-call tracepoint is attached every
+    /// system call of every process on the host takes the kernel's slower tracing path.
+    syscall_events: Vec<OwnedFd>,
     /// leakmon's PID namespace when it is not the initial one (see [`PidNamespace`]).
     pid_namespace: Option<PidNamespace>,
 }
@@ -369,10 +400,20 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut UProbe, 
         .ok_or(TracerError::MissingProgram(name))
 }
 
+fn tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut TracePoint, TracerError> {
+    ebpf.program_mut(name)
+        .and_then(|program| <&mut TracePoint>::try_from(program).ok())
+        .ok_or(TracerError::MissingProgram(name))
+}
+
 impl Tracer {
     /// Loads the programs, fills the sampling table and attaches the tracepoints.
     pub fn load(limits: MapLimits) -> Result<Self, TracerError> {
         preflight()?;
+        let tracefs = tracefs::find_or_mount()?;
         let pid_namespace = PidNamespace::own()?;
         let (pidns_dev, pidns_inode) = pid_namespace.map_or((0, 0), |ns| (ns.dev, ns.inode));
         if pid_namespace.is_some() {
@@ -399,18 +440,26 @@ impl Tracer {
                 .load()
                 .map_err(|source| load_error(name, source))?;
         }
-        for (name, category, event) in TRACEPOINTS {
-            let program: &mut TracePoint = ebpf
+        let btf = Btf::from_sys_fs()?;
+        for name in LIFECYCLE_TRACEPOINTS {
+            let program: &mut BtfTracePoint = ebpf
                 .program_mut(name)
                 .and_then(|program| program.try_into().ok())
                 .ok_or(TracerError::MissingProgram(name))?;
-            program.load().map_err(|source| load_error(name, source))?;
             program
-                .attach(category, event)
-                .map_err(|source| TracerError::Program {
-                    what: format!("attaching {name} to {category}:{event}"),
-                    source,
-                })?;
+                .load(name, &btf)
+                .map_err(|source| load_error(name, source))?;
+            program.attach().map_err(|source| TracerError::Program {
+                what: format!("attaching {name} to its BTF tracepoint"),
+                source,
+            })?;
+        }
+        let mut syscall_event_ids = Vec::new();
+        for name in SYSCALL_TRACEPOINTS {
+            tracepoint(&mut ebpf, name)?
+                .load()
+                .map_err(|source| load_error(name, source))?;
+            syscall_event_ids.push(tracefs.event_id("syscalls", name)?);
         }
         let mut table: Array<MapData, SampleBucket> = take_map(&mut ebpf, "SAMPLE_TABLE")?;
         for (index, bucket) in sample_table().into_iter().enumerate() {
@@ -432,8 +481,32 @@ impl Tracer {
             events: Some(take_map(&mut ebpf, "EVENTS")?),
             ebpf,
             links: StdHashMap::new(),
+            syscall_event_ids,
+            syscall_events: Vec::new(),
             pid_namespace,
         })
+    }
+
+    /// Attaches the system-call tracepoints unless they are attached.
+    fn attach_syscall_tracepoints(&mut self) -> Result<(), TracerError> {
+        if !self.syscall_events.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::with_capacity(SYSCALL_TRACEPOINTS.len());
+        for (name, &id) in SYSCALL_TRACEPOINTS.iter().zip(&self.syscall_event_ids) {
+            let program = tracepoint(&mut self.ebpf, name)?;
+            let fd = program.fd().map_err(|source| TracerError::Program {
+                what: format!("attaching {name}"),
+                source,
+            })?;
+            events.push(tracefs::attach(
+                id,
+                &format!("syscalls:{name}"),
+                fd.as_fd(),
+            )?);
+        }
+        self.syscall_events = events;
+        Ok(())
     }
 
     /// Hands out the events ring buffer (once).
@@ -455,6 +528,7 @@ impl Tracer {
         }
         refuse_seccomp_uretprobes(pid.get())?;
         self.refuse_nested_pid_namespace(pid.get())?;
+        self.attach_syscall_tracepoints()?;
         self.targets
             .insert(pid.get(), 1, 0)
             .map_err(|source| TracerError::Map {
@@ -616,7 +690,15 @@ impl Tracer {
         if let Err(err) = self.targets.remove(&pid.get()) {
             debug!("unregistering pid {pid}: {err}");
         }
-        Detached(links)
+        let tracepoints = if self.links.is_empty() {
+            std::mem::take(&mut self.syscall_events)
+        } else {
+            Vec::new()
+        };
+        Detached {
+            probes: links,
+            tracepoints,
+        }
     }
 
     /// Removes every trace of `pid` from the kernel maps.

@@ -8,8 +8,9 @@
 //! * `free_enter`: removes the freed allocation and subtracts it from its stack's totals.
 //! * `sys_{enter,exit}_{mmap,munmap,mremap,brk}`: the memory-mapping system calls of traced
 //!   processes, sent to user space (which keeps the interval bookkeeping partial unmaps need).
-//! * `sched_process_exit` / `sched_process_exec`: stop tracing a process that exits and tell user
-//!   space, which then releases the process's state, so a reused pid never inherits it.
+//! * `sched_process_exit` / `sched_process_exec` (BTF tracepoints): stop tracing a process that
+//!   exits and tell user space, which then releases the process's state, so a reused pid never
+//!   inherits it.
 //! * `empty_enter` / `empty_exit`: do nothing; the probe-cost benchmark attaches them.
 //!
 //! Every record that cannot be kept is counted in the per-CPU `STATS` array.
@@ -35,9 +36,9 @@ use aya_ebpf::{
             bpf_get_prandom_u32, bpf_task_pt_regs,
         },
     },
-    macros::{map, tracepoint, uprobe, uretprobe},
+    macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
-    programs::{ProbeContext, RetProbeContext, TracePointContext},
+    programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, InFlight, MAX_FRAMES,
@@ -51,8 +52,6 @@ const MAP_ANONYMOUS: u64 = 0x20;
 const PROT_EXEC: u64 = 0x4;
 /// Offset of the first argument in a `syscalls:sys_enter_*` record (and of `ret` in `sys_exit_*`).
 const SYSCALL_ARG0: usize = 16;
-/// Offset of `group_dead` in `sched:sched_process_exit`.
-const EXIT_GROUP_DEAD: usize = 32;
 /// Offsets in x86-64 `struct pt_regs` (a kernel ABI: r15, r14, r13, r12, bp, bx, r11, r10, r9,
 /// r8, ax, cx, dx, si, di, orig_ax, ip, cs, flags, sp, ss; 8 bytes each).
 const PT_REGS_BP: usize = 4 * 8;
@@ -600,23 +599,27 @@ fn syscall_regs() -> Option<UserRegs> {
     }
 }
 
-/// Remembers a memory-mapping call of a traced process until it returns.
+/// Decides whether a memory-mapping call of the current thread is reported, and captures its
+/// stack when it is. `arg(n)` reads the call's `n`th argument.
+///
+/// Inside an allocator call, the allocator itself is mapping memory: the outer call accounts
+/// for it. Unmapping needs no such care (user space ignores ranges it does not track), and a
+/// nested brk is still reported, flagged, so user space follows the program break without
+/// attributing the growth: free() shrinks the heap outside any allocation, and the shrink
+/// must be measured from where malloc left the break.
 #[inline(always)]
-fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool) -> Option<()> {
-    let (pid_tgid, tgid) = current();
-    if !is_target(tgid) {
-        return None;
-    }
-    // Inside an allocator call, the allocator itself is mapping memory: the outer call accounts
-    // for it. Unmapping needs no such care (user space ignores ranges it does not track), and a
-    // nested brk is still reported, flagged, so user space follows the program break without
-    // attributing the growth: free() shrinks the heap outside any allocation, and the shrink
-    // must be measured from where malloc left the break.
+fn mapping_call(
+    pid_tgid: u64,
+    tgid: u32,
+    kind: EventKind,
+    arg: impl Fn(usize) -> u64,
+) -> Option<SyscallArgs> {
     let nested = kind != EventKind::Munmap
         && INFLIGHT
             .get_ptr(&pid_tgid)
             // SAFETY: this thread's entry.
             .is_some_and(|inflight| unsafe { (*inflight).active } != 0);
+    let mut with_stack = kind != EventKind::Munmap;
     if nested {
         count(Stat::Nested);
         if kind != EventKind::Brk {
@@ -624,8 +627,6 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool)
         }
         with_stack = false;
     }
-    // SAFETY: offsets from the tracepoints' format files, within the record.
-    let arg = |n: usize| unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * n) }.unwrap_or(0);
     let mut args = SyscallArgs {
         kind: kind as u32,
         addr: arg(0),
@@ -670,32 +671,20 @@ fn syscall_enter(ctx: &TracePointContext, kind: EventKind, mut with_stack: bool)
             count(Stat::DroppedStacksFull);
         }
     }
-    if SYSCALLS
-        .insert(&pid_tgid, &args, u64::from(BPF_ANY))
-        .is_err()
-    {
-        count(Stat::DroppedInflightFull);
-    }
-    Some(())
+    Some(args)
 }
 
-/// Sends a finished memory-mapping call to user space.
+/// Sends a memory-mapping call that returned `ret` to user space, unless it failed.
 #[inline(always)]
-fn syscall_exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
-    let (pid_tgid, tgid) = current();
-    // SAFETY: the value is copied before the map is modified.
-    let args = unsafe { SYSCALLS.get(&pid_tgid) }.copied()?;
-    let _ = SYSCALLS.remove(&pid_tgid);
-    if args.kind != kind as u32 {
-        return None;
-    }
-    // SAFETY: `ret` is at the documented offset of every sys_exit record.
-    let ret = unsafe { ctx.read_at::<i64>(SYSCALL_ARG0) }.ok()?;
+fn mapping_done(tgid: u32, args: &SyscallArgs, ret: i64) {
     if (-4095..0).contains(&ret) {
-        return None;
+        return;
     }
+    let Some(kind) = EventKind::from_raw(args.kind) else {
+        return;
+    };
     let mut event = Event {
-        kind: kind as u32,
+        kind: args.kind,
         tgid,
         // SAFETY: plain helper call.
         timestamp_ns: unsafe { bpf_ktime_get_ns() },
@@ -716,7 +705,42 @@ fn syscall_exit(ctx: &TracePointContext, kind: EventKind) -> Option<()> {
         EventKind::Munmap | EventKind::Exit | EventKind::Exec => {}
     }
     emit(&event);
-    Some(())
+}
+
+/// Remembers a memory-mapping call of a traced process until it returns.
+#[inline(always)]
+fn syscall_enter(ctx: &TracePointContext, kind: EventKind) {
+    let (pid_tgid, tgid) = current();
+    if !is_target(tgid) {
+        return;
+    }
+    // SAFETY: offsets from the tracepoints' format files, within the record.
+    let arg = |n: usize| unsafe { ctx.read_at::<u64>(SYSCALL_ARG0 + 8 * n) }.unwrap_or(0);
+    if let Some(args) = mapping_call(pid_tgid, tgid, kind, arg)
+        && SYSCALLS
+            .insert(&pid_tgid, &args, u64::from(BPF_ANY))
+            .is_err()
+    {
+        count(Stat::DroppedInflightFull);
+    }
+}
+
+/// Sends the call remembered by [`syscall_enter`] to user space once it returned.
+#[inline(always)]
+fn syscall_exit(ctx: &TracePointContext, kind: EventKind) {
+    let (pid_tgid, tgid) = current();
+    // SAFETY: the value is copied before the map is modified.
+    let Some(args) = unsafe { SYSCALLS.get(&pid_tgid) }.copied() else {
+        return;
+    };
+    let _ = SYSCALLS.remove(&pid_tgid);
+    if args.kind != kind as u32 {
+        return;
+    }
+    // SAFETY: `ret` is at the documented offset of every sys_exit record.
+    if let Ok(ret) = unsafe { ctx.read_at::<i64>(SYSCALL_ARG0) } {
+        mapping_done(tgid, &args, ret);
+    }
 }
 
 #[inline(always)]
@@ -730,64 +754,65 @@ fn emit(event: &Event) {
 
 #[tracepoint]
 pub fn sys_enter_mmap(ctx: TracePointContext) -> u32 {
-    let _ = syscall_enter(&ctx, EventKind::Mmap, true);
+    syscall_enter(&ctx, EventKind::Mmap);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_mmap(ctx: TracePointContext) -> u32 {
-    let _ = syscall_exit(&ctx, EventKind::Mmap);
+    syscall_exit(&ctx, EventKind::Mmap);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_munmap(ctx: TracePointContext) -> u32 {
-    let _ = syscall_enter(&ctx, EventKind::Munmap, false);
+    syscall_enter(&ctx, EventKind::Munmap);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_munmap(ctx: TracePointContext) -> u32 {
-    let _ = syscall_exit(&ctx, EventKind::Munmap);
+    syscall_exit(&ctx, EventKind::Munmap);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
-    let _ = syscall_enter(&ctx, EventKind::Mremap, true);
+    syscall_enter(&ctx, EventKind::Mremap);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
-    let _ = syscall_exit(&ctx, EventKind::Mremap);
+    syscall_exit(&ctx, EventKind::Mremap);
     0
 }
 
 #[tracepoint]
 pub fn sys_enter_brk(ctx: TracePointContext) -> u32 {
-    let _ = syscall_enter(&ctx, EventKind::Brk, true);
+    syscall_enter(&ctx, EventKind::Brk);
     0
 }
 
 #[tracepoint]
 pub fn sys_exit_brk(ctx: TracePointContext) -> u32 {
-    let _ = syscall_exit(&ctx, EventKind::Brk);
+    syscall_exit(&ctx, EventKind::Brk);
     0
 }
 
-#[tracepoint]
-pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+/// `sched_process_exit(task, group_dead)`, a BTF tracepoint (no tracefs needed): a thread of a
+/// traced process exits, and its reusable entries go with it; when it is the last one, the
+/// process is unregistered and user space told.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
     let (pid_tgid, tgid) = current();
     if !is_target(tgid) {
         return 0;
     }
-    // The thread's reusable entries go with it.
     let _ = INFLIGHT.remove(&pid_tgid);
     let _ = SYSCALLS.remove(&pid_tgid);
-    // SAFETY: offset from the tracepoint's format file.
-    let group_dead = unsafe { ctx.read_at::<u8>(EXIT_GROUP_DEAD) }.unwrap_or(0);
-    if group_dead == 0 {
+    let group_dead: u64 = ctx.arg(1);
+    if group_dead & 0xff == 0 {
         return 0;
     }
     let _ = TARGETS.remove(&tgid);
@@ -802,8 +827,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[tracepoint]
-pub fn sched_process_exec(_ctx: TracePointContext) -> u32 {
+/// `sched_process_exec`, a BTF tracepoint.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
     let (_, tgid) = current();
     if !is_target(tgid) {
         return 0;

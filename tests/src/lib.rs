@@ -60,6 +60,44 @@ pub fn leakmon_bin() -> PathBuf {
     path
 }
 
+/// The host leakmon runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// This machine as it is.
+    AsIs,
+    /// A fresh host: a private mount namespace (`unshare --mount --propagation private`, gone
+    /// with the process) in which every tracefs and debugfs mount is undone before leakmon
+    /// starts, whatever an earlier run or a person left mounted.
+    NoTracefs,
+    /// A fresh host on which mount(2) is refused too (by a seccomp filter, as in a container).
+    NoTracefsNoMount,
+}
+
+/// A shell script that unmounts every tracefs and debugfs, deepest first, then runs its
+/// arguments (`sh -c WITHOUT_TRACEFS sh COMMAND ARGS...`). It uses only grep, cut and sort,
+/// which a container sharing this host's /usr has without /etc/alternatives.
+pub const WITHOUT_TRACEFS: &str = "for mount_point in $(grep -E '^[^ ]+ [^ ]+ (tracefs|debugfs) ' \
+     /proc/self/mounts | cut -d ' ' -f 2 | sort -r); do umount -l \"$mount_point\" || exit 125; \
+     done; exec \"$@\"";
+
+impl Host {
+    /// A command that runs `leakmon` on this host.
+    pub fn leakmon(self) -> Command {
+        if self == Host::AsIs {
+            return Command::new(leakmon_bin());
+        }
+        let mut command = Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .args([WITHOUT_TRACEFS, "sh"]);
+        if self == Host::NoTracefsNoMount {
+            command.arg(scenario_path("deny_mount"));
+        }
+        command.arg(leakmon_bin());
+        command
+    }
+}
+
 /// The line a scenario prints on stdout when its run is over.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,8 +149,18 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_leakmon_on(Host::AsIs, args)
+}
+
+/// Runs `leakmon ARGS...` on `host` to the end (at most [`TIMEOUT`]).
+pub fn run_leakmon_on<I, S>(host: Host, args: I) -> LeakmonRun
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let _serial = serial();
     run_leakmon_unserialized(
+        host,
         args.into_iter()
             .map(|arg| arg.as_ref().to_owned())
             .collect(),
@@ -127,17 +175,38 @@ pub fn trace_output(
     scenario: &str,
     scenario_args: &[&str],
 ) -> TraceOutput {
+    trace_output_on(Host::AsIs, format, args, scenario, scenario_args)
+}
+
+/// [`trace_output`] on `host`.
+pub fn trace_output_on(
+    host: Host,
+    format: &str,
+    args: &[&str],
+    scenario: &str,
+    scenario_args: &[&str],
+) -> TraceOutput {
     let _serial = serial();
     let mut target: Vec<OsString> = vec!["--".into(), scenario_path(scenario).into()];
     target.extend(scenario_args.iter().map(OsString::from));
-    trace_unserialized(format, args, target)
+    trace_unserialized(host, format, args, target)
 }
 
 /// Traces a scenario from its start with `leakmon trace --format json ... ARGS -- SCENARIO
 /// SCENARIO_ARGS...`; panics unless leakmon succeeds and the report and the scenario's summary
 /// both parse.
 pub fn trace_command(args: &[&str], scenario: &str, scenario_args: &[&str]) -> TraceRun {
-    let traced = trace_output("json", args, scenario, scenario_args);
+    trace_command_on(Host::AsIs, args, scenario, scenario_args)
+}
+
+/// [`trace_command`] on `host`.
+pub fn trace_command_on(
+    host: Host,
+    args: &[&str],
+    scenario: &str,
+    scenario_args: &[&str],
+) -> TraceRun {
+    let traced = trace_output_on(host, "json", args, scenario, scenario_args);
     let summary = parse_summary(&traced.run.stdout, scenario, &traced.run.stderr);
     finish_trace(traced, summary)
 }
@@ -345,7 +414,12 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn trace_unserialized(format: &str, args: &[&str], target: Vec<OsString>) -> TraceOutput {
+fn trace_unserialized(
+    host: Host,
+    format: &str,
+    args: &[&str],
+    target: Vec<OsString>,
+) -> TraceOutput {
     let dir = tempfile::Builder::new()
         .prefix("leakmon-e2e-")
         .tempdir()
@@ -360,13 +434,13 @@ fn trace_unserialized(format: &str, args: &[&str], target: Vec<OsString>) -> Tra
     ];
     argv.extend(args.iter().map(OsString::from));
     argv.extend(target);
-    let run = run_leakmon_unserialized(argv);
+    let run = run_leakmon_unserialized(host, argv);
     let output = std::fs::read(&output_path).unwrap_or_default();
     TraceOutput { run, output }
 }
 
-fn run_leakmon_unserialized(args: Vec<OsString>) -> LeakmonRun {
-    let mut command = Command::new(leakmon_bin());
+fn run_leakmon_unserialized(host: Host, args: Vec<OsString>) -> LeakmonRun {
+    let mut command = host.leakmon();
     command.args(&args);
     let finished = Running::spawn(command, "leakmon").finish();
     eprintln!(
@@ -720,16 +794,21 @@ impl Daemon {
     /// Starts `leakmon run --config FILE --listen ADDR --state-dir DIR` with `config` as the
     /// file, and waits until `GET /healthz` answers 200 (at most [`DAEMON_START_TIMEOUT`]).
     pub fn start(config: &str) -> Self {
-        Self::start_at(config, None)
+        Self::start_at(Host::AsIs, config, None)
+    }
+
+    /// Like [`Daemon::start`], on `host`.
+    pub fn start_on(host: Host, config: &str) -> Self {
+        Self::start_at(host, config, None)
     }
 
     /// Like [`Daemon::start`], with `state_dir` as `--state-dir` (say, a previous daemon's, to
     /// see what a restart keeps); it is not removed when this is dropped.
     pub fn start_with_state_dir(config: &str, state_dir: &Path) -> Self {
-        Self::start_at(config, Some(state_dir))
+        Self::start_at(Host::AsIs, config, Some(state_dir))
     }
 
-    fn start_at(config: &str, state_dir: Option<&Path>) -> Self {
+    fn start_at(host: Host, config: &str, state_dir: Option<&Path>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("leakmon-daemon-")
             .tempdir()
@@ -739,7 +818,7 @@ impl Daemon {
             .unwrap_or_else(|error| panic!("writing {}: {error}", config_path.display()));
         let state_dir = state_dir.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let addr = free_local_addr();
-        let mut command = Command::new(leakmon_bin());
+        let mut command = host.leakmon();
         command
             .arg("run")
             .arg("--config")
@@ -1406,7 +1485,12 @@ pub fn trace_spawned(
     let running = Running::spawn(command, what);
     let pid = resolve(running.child.id());
     thread::sleep(warmup);
-    let traced = trace_unserialized("json", args, vec!["--pid".into(), pid.to_string().into()]);
+    let traced = trace_unserialized(
+        Host::AsIs,
+        "json",
+        args,
+        vec!["--pid".into(), pid.to_string().into()],
+    );
     let finished = running.finish();
     assert!(
         finished.status.success(),

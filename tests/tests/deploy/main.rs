@@ -18,8 +18,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leakmon_tests::{
-    BackgroundProcess, Report, bpf_ids_held_by, describe_report, find_descendant, free_local_addr,
-    has_frame, http_request, leakmon_bin, loaded_program_ids, scenario_path, serial,
+    BackgroundProcess, Report, WITHOUT_TRACEFS, bpf_ids_held_by, describe_report, find_descendant,
+    free_local_addr, has_frame, http_request, leakmon_bin, loaded_program_ids, scenario_path,
+    serial,
 };
 
 /// The highest overall exposure `systemd-analyze security` may give the unit.
@@ -118,6 +119,12 @@ fn with_exec_start(unit: &str, exec_start: &str) -> String {
     text.join("\n") + "\n"
 }
 
+/// Where the packaged unit runs leakmon from.
+const INSTALLED_BINARY: &str = "/usr/bin/leakmon";
+
+/// systemd's mount unit of tracefs, which the sandboxed daemon may not mount itself.
+const TRACEFS_MOUNT: &str = "sys-kernel-tracing.mount";
+
 #[test]
 fn systemd_analyze_verify_accepts_the_unit() {
     let unit = unit_text();
@@ -126,9 +133,17 @@ fn systemd_analyze_verify_accepts_the_unit() {
         exec_start
             .first()
             .and_then(|line| line.split_whitespace().next()),
-        Some("/usr/bin/leakmon"),
+        Some(INSTALLED_BINARY),
         "the unit runs the installed binary"
     );
+    for key in ["Wants", "After"] {
+        assert!(
+            settings(&unit, key)
+                .iter()
+                .any(|units| units.split_whitespace().any(|unit| unit == TRACEFS_MOUNT)),
+            "the unit does not pull in {TRACEFS_MOUNT} with {key}="
+        );
+    }
     // verify checks that the commands exist: run the built binary in a copy instead.
     let dir = tempfile::Builder::new()
         .prefix("leakmon-deploy-")
@@ -321,7 +336,14 @@ fn the_unit_traces_under_systemd() {
         let mut scenario = private.spawn(Some(container.init));
         let pid = pid_in_container(find_descendant(scenario.pid(), SCENARIO, WATCH_LIMIT));
         trace_through_api(container.addr, pid, &mut scenario, &diagnostics);
-        let (programs, _) = bpf_ids_held_by(daemon);
+        let (mut programs, _) = bpf_ids_held_by(daemon);
+        // The same on a host where nothing mounted tracefs before the unit started: the unit's
+        // ExecStartPre= must mount it, as the daemon's sandbox may not.
+        container.restart_without_tracefs();
+        let daemon = container.daemon_pid();
+        assert_hardened(daemon, &caps, &diagnostics);
+        trace_through_api(container.addr, pid, &mut scenario, &diagnostics);
+        programs.extend(bpf_ids_held_by(daemon).0);
         container.stop_unit();
         programs
     };
@@ -498,6 +520,14 @@ fn trace_through_api(
         describe_report(&report),
         diagnostics()
     );
+    // The program's malloc moves the program break: the system-call tracepoints saw it.
+    assert!(
+        report.events.get("map_events").copied().unwrap_or(0) > 0,
+        "the report counts no memory-mapping event: the system-call tracepoints are not \
+         attached\n{}\n{}",
+        describe_report(&report),
+        diagnostics()
+    );
 }
 
 /// Waits until `GET /healthz` at `addr` answers 200, or panics after [`START_LIMIT`].
@@ -654,6 +684,32 @@ impl BootedUnit {
             Self::UNIT,
         ]));
         format!("{status}\njournal:\n{journal}")
+    }
+
+    /// Stops the unit, unmounts tracefs and debugfs in the container (mounted by its systemd at
+    /// boot) and starts the unit again: its dependencies must mount tracefs again before the
+    /// daemon starts.
+    fn restart_without_tracefs(&self) {
+        let stopped = run(self.enter("systemctl").args(["stop", Self::UNIT]));
+        assert!(stopped.status.success(), "systemctl stop failed");
+        let unmounted = run(self.enter("sh").args(["-c", WITHOUT_TRACEFS, "sh", "true"]));
+        assert!(unmounted.status.success(), "unmounting tracefs failed");
+        let started = run(self.enter("systemctl").args(["start", Self::UNIT]));
+        assert!(
+            started.status.success(),
+            "systemctl start failed without tracefs\n{}",
+            self.diagnostics()
+        );
+        wait_healthy(self.addr, &mut || self.unit_state() != "failed", &|| {
+            self.diagnostics()
+        });
+        let mounts = output_text(self.enter("cat").arg("/proc/self/mounts"));
+        assert!(
+            mounts
+                .lines()
+                .any(|line| line.starts_with("tracefs /sys/kernel/tracing ")),
+            "starting the unit did not mount tracefs:\n{mounts}"
+        );
     }
 
     /// `systemctl stop`: the unit must end in success, and its log must have reached the

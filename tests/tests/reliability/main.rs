@@ -9,6 +9,7 @@
 mod attach;
 mod churn;
 mod exec;
+mod fresh_host;
 mod full_maps;
 mod namespaces;
 mod pid_reuse;
