@@ -30,12 +30,15 @@ struct Program {
     language: Language,
     /// Optimisation level.
     optimisation: &'static str,
+    /// Built as [`FLAGS`] say (frame pointers, no inlining) or, when false, as distributions
+    /// build their packages ([`DISTRIBUTION_FLAGS`]).
+    frame_pointers: bool,
     /// Flags after the source file (libraries, link mode).
     extra: &'static [&'static str],
 }
 
 /// Keep frame pointers everywhere, and keep every function a real call with its own frame, so
-/// leakmon's frame-pointer walks see each scenario function.
+/// a frame-pointer walk would see each scenario function.
 const FLAGS: &[&str] = &[
     "-g",
     "-fno-omit-frame-pointer",
@@ -47,13 +50,34 @@ const FLAGS: &[&str] = &[
     "-Wextra",
 ];
 
+/// As Debian (and most distributions) build packages: optimised, no frame pointers (GCC's
+/// default at -O2 on x86-64), call-frame information only in `.eh_frame`. Only the functions
+/// the scenarios mark `noinline` keep frames of their own.
+const DISTRIBUTION_FLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-fomit-frame-pointer",
+    "-pthread",
+    "-Wall",
+    "-Wextra",
+];
+
 const fn scenario(output: &'static str, source: &'static str, language: Language) -> Program {
     Program {
         output,
         source,
         language,
         optimisation: "-O1",
+        frame_pointers: true,
         extra: &[],
+    }
+}
+
+/// A scenario built as a distribution would build it ([`DISTRIBUTION_FLAGS`]).
+const fn distribution(output: &'static str, source: &'static str, language: Language) -> Program {
+    Program {
+        frame_pointers: false,
+        ..scenario(output, source, language)
     }
 }
 
@@ -98,6 +122,22 @@ const PROGRAMS: &[Program] = &[
     scenario("many_blocks", "many_blocks.c", Language::C),
     scenario("exec_into", "exec_into.c", Language::C),
     scenario("deny_mount", "deny_mount.c", Language::C),
+    // The same leaks built as distribution packages are, without frame pointers.
+    distribution("steady_leak_nofp", "steady_leak.c", Language::C),
+    distribution("error_path_leak_nofp", "error_path_leak.c", Language::C),
+    distribution("exception_leak_nofp", "exception_leak.cpp", Language::Cxx),
+    distribution("realloc_chain_nofp", "realloc_chain.c", Language::C),
+    distribution("mmap_leak_nofp", "mmap_leak.c", Language::C),
+    distribution("thread_leak_nofp", "thread_leak.c", Language::C),
+    Program {
+        extra: &["-shared", "-fPIC"],
+        ..distribution("libleak_helper.so", "leak_helper.c", Language::C)
+    },
+    Program {
+        // The helper library sits beside the program; the tests run it from there.
+        extra: &["-L", "$OUT", "-lleak_helper", "-Wl,-rpath,$ORIGIN"],
+        ..distribution("wrapper_leak", "wrapper_leak.c", Language::C)
+    },
 ];
 
 fn main() {
@@ -109,10 +149,12 @@ fn main() {
         .unwrap_or_else(|error| panic!("creating {}: {error}", out_dir.display()));
 
     println!("cargo:rerun-if-changed=build.rs");
-    println!(
-        "cargo:rerun-if-changed={}",
-        source_dir.join("scenario.h").display()
-    );
+    for header in ["scenario.h", "leak_helper.h"] {
+        println!(
+            "cargo:rerun-if-changed={}",
+            source_dir.join(header).display()
+        );
+    }
     for program in PROGRAMS {
         let source = source_dir.join(program.source);
         println!("cargo:rerun-if-changed={}", source.display());
@@ -124,14 +166,23 @@ fn main() {
 fn compile(program: &Program, source: &Path, include_dir: &Path, output: &Path) {
     let compiler = program.language.compiler();
     let mut command = Command::new(compiler);
-    command.arg(program.optimisation).args(FLAGS);
+    if program.frame_pointers {
+        command.arg(program.optimisation).args(FLAGS);
+    } else {
+        command.args(DISTRIBUTION_FLAGS);
+    }
     command
         .arg("-I")
         .arg(include_dir)
         .arg("-o")
         .arg(output)
         .arg(source)
-        .args(program.extra);
+        .args(program.extra.iter().map(|arg| {
+            arg.replace(
+                "$OUT",
+                &output.parent().unwrap_or(output).display().to_string(),
+            )
+        }));
     let result = match command.output() {
         Ok(result) => result,
         Err(error) if error.kind() == ErrorKind::NotFound => panic!(

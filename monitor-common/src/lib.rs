@@ -187,9 +187,193 @@ pub struct StackStats {
 #[derive(Clone, Copy, Debug)]
 pub struct StackTrace {
     /// Number of valid entries in `frames`.
-    pub len: u64,
-    /// Return addresses, innermost (the allocator's caller) first.
+    pub len: u32,
+    /// Why the walk stopped, a [`StackEnd`]: only [`StackEnd::Complete`] means the stack
+    /// reaches its outermost frame.
+    pub end: u32,
+    /// Code addresses, innermost first: the instruction pointer, then return addresses. Each
+    /// lies in an executable mapping of the process at the time of the walk.
     pub frames: [u64; MAX_FRAMES],
+}
+
+/// Why a stack walk stopped.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StackEnd {
+    /// At the outermost frame: the unwind rules say there is no caller (`_start`, a thread's
+    /// start routine), or the return address is 0.
+    Complete = 0,
+    /// The next address is in no executable mapping the kernel programs know of (code
+    /// generated at run time, or a mapping user space has not published yet).
+    NoMapping = 1,
+    /// The next address is in an object whose unwind table user space has not loaded yet.
+    NoTable = 2,
+    /// No usable unwind rule covers the next address (no call-frame information there, or a
+    /// rule the kernel programs cannot follow).
+    NoRule = 3,
+    /// The stack memory a rule points at could not be read, or it did not lead to an older
+    /// frame.
+    BadFrame = 4,
+    /// [`MAX_FRAMES`] frames were recorded.
+    TooDeep = 5,
+}
+
+impl StackEnd {
+    /// Decodes [`StackTrace::end`].
+    pub const fn from_raw(raw: u32) -> Option<Self> {
+        match raw {
+            0 => Some(Self::Complete),
+            1 => Some(Self::NoMapping),
+            2 => Some(Self::NoTable),
+            3 => Some(Self::NoRule),
+            4 => Some(Self::BadFrame),
+            5 => Some(Self::TooDeep),
+            _ => None,
+        }
+    }
+
+    /// Stable snake_case name used in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::NoMapping => "no_mapping",
+            Self::NoTable => "no_table",
+            Self::NoRule => "no_rule",
+            Self::BadFrame => "bad_frame",
+            Self::TooDeep => "too_deep",
+        }
+    }
+}
+
+/// One row of an object's unwind table: from `addr` (an address of the object, as its ELF
+/// program headers number them) up to the next row's, the caller's frame is found by `rule`
+/// (see [`UnwindRule`]). Rows of one object are sorted by `addr`; a table is shared by every
+/// process that maps the object.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnwindRow {
+    /// First address the rule covers.
+    pub addr: u32,
+    /// The rule, packed by [`UnwindRule::pack`].
+    pub rule: u32,
+}
+
+/// How to find the caller's frame at an address, from the canonical frame address (CFA, the
+/// stack pointer before the call instruction pushed the return address), which the rule
+/// computes from the stack or frame pointer. The return address is always at `CFA - 8`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnwindRule {
+    /// No rule the kernel programs can follow: the walk stops, truncated.
+    Invalid,
+    /// The outermost frame: there is no caller.
+    Stop,
+    /// `CFA = rsp + cfa_offset`; the caller's rbp is saved at `CFA - 8 * rbp_slot`, or, with
+    /// slot 0, still in rbp.
+    Rsp {
+        /// Bytes from rsp to the CFA (a multiple of 8).
+        cfa_offset: u32,
+        /// Where rbp is saved, in words below the CFA; 0: not saved.
+        rbp_slot: u8,
+    },
+    /// `CFA = rbp + cfa_offset`, rbp as in [`UnwindRule::Rsp`] (a frame-pointer frame is
+    /// `Rbp { cfa_offset: 16, rbp_slot: 2 }`).
+    Rbp {
+        /// Bytes from rbp to the CFA (a multiple of 8).
+        cfa_offset: u32,
+        /// Where rbp is saved, in words below the CFA; 0: not saved.
+        rbp_slot: u8,
+    },
+}
+
+/// [`UnwindRule`] kinds in the low 4 bits of a packed rule.
+pub const RULE_INVALID: u32 = 0;
+/// See [`RULE_INVALID`].
+pub const RULE_STOP: u32 = 1;
+/// See [`RULE_INVALID`].
+pub const RULE_RSP: u32 = 2;
+/// See [`RULE_INVALID`].
+pub const RULE_RBP: u32 = 3;
+/// Largest CFA offset a packed rule holds (20 bits of words).
+pub const MAX_CFA_OFFSET: u32 = ((1 << 20) - 1) * 8;
+
+impl UnwindRule {
+    /// Packs the rule into a row's `rule`: kind in bits 0-3, the rbp slot in bits 4-11 and
+    /// the CFA offset in words in bits 12-31. `None` when it does not fit (an offset that is
+    /// not a multiple of 8 or is larger than [`MAX_CFA_OFFSET`]).
+    pub const fn pack(self) -> Option<u32> {
+        let (kind, cfa_offset, slot) = match self {
+            Self::Invalid => return Some(RULE_INVALID),
+            Self::Stop => return Some(RULE_STOP),
+            Self::Rsp {
+                cfa_offset,
+                rbp_slot,
+            } => (RULE_RSP, cfa_offset, rbp_slot),
+            Self::Rbp {
+                cfa_offset,
+                rbp_slot,
+            } => (RULE_RBP, cfa_offset, rbp_slot),
+        };
+        if cfa_offset % 8 != 0 || cfa_offset > MAX_CFA_OFFSET {
+            return None;
+        }
+        Some(kind | (slot as u32) << 4 | (cfa_offset / 8) << 12)
+    }
+
+    /// Unpacks a row's `rule`.
+    pub const fn unpack(packed: u32) -> Self {
+        let cfa_offset = (packed >> 12) * 8;
+        let rbp_slot = ((packed >> 4) & 0xff) as u8;
+        match packed & 0xf {
+            RULE_STOP => Self::Stop,
+            RULE_RSP => Self::Rsp {
+                cfa_offset,
+                rbp_slot,
+            },
+            RULE_RBP => Self::Rbp {
+                cfa_offset,
+                rbp_slot,
+            },
+            _ => Self::Invalid,
+        }
+    }
+}
+
+/// Most executable mappings of one process the kernel programs can unwind through.
+pub const MAX_EXEC_MAPPINGS: usize = 256;
+
+/// One executable mapping of a process, as the unwinder sees it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecMapping {
+    /// First address of the mapping.
+    pub start: u64,
+    /// One past its last address.
+    pub end: u64,
+    /// What to subtract from an address in the mapping to get the object's own address (the
+    /// one its unwind rows use).
+    pub bias: u64,
+    /// The object's rows: `rows_len` entries of the rows map from `rows_first`. 0 rows: the
+    /// table is not loaded yet.
+    pub rows_first: u32,
+    /// See `rows_first`.
+    pub rows_len: u32,
+}
+
+/// The executable mappings of one process, sorted by start address, for the unwinder's
+/// binary search: `starts` repeats each mapping's start (the search reads only it) and pads
+/// the unused tail with `i64::MAX` (the search compares as signed numbers; user addresses are
+/// below 2^47).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProcMappings {
+    /// Number of mappings.
+    pub len: u32,
+    /// Always zero.
+    pub pad: u32,
+    /// `mappings[i].start`, then `i64::MAX`.
+    pub starts: [u64; MAX_EXEC_MAPPINGS],
+    /// The mappings.
+    pub mappings: [ExecMapping; MAX_EXEC_MAPPINGS],
 }
 
 /// An allocator call between its entry and return probes, keyed by thread. The entry of a
@@ -277,6 +461,10 @@ pub enum EventKind {
     Exit = 5,
     /// The process replaced its image with `execve`.
     Exec = 6,
+    /// A stack walk of the process met an address in no known executable mapping, or in an
+    /// object without an unwind table (`addr`): user space should publish its mappings again.
+    /// Sent once until user space clears the request.
+    UnwindTableWanted = 7,
 }
 
 impl EventKind {
@@ -289,6 +477,7 @@ impl EventKind {
             4 => Some(Self::Brk),
             5 => Some(Self::Exit),
             6 => Some(Self::Exec),
+            7 => Some(Self::UnwindTableWanted),
             _ => None,
         }
     }
@@ -351,10 +540,20 @@ pub enum Stat {
     /// Allocator calls whose entry was recorded but whose return never came (an exception or
     /// `longjmp` through the allocator): the call is not recorded.
     DroppedUnmatchedReturn = 11,
+    /// Stack walks cut short at an address in no known executable mapping.
+    TruncatedNoMapping = 12,
+    /// Stack walks cut short at an object whose unwind table was not loaded yet.
+    TruncatedNoTable = 13,
+    /// Stack walks cut short where no usable unwind rule covers the address.
+    TruncatedNoRule = 14,
+    /// Stack walks cut short at unreadable or inconsistent stack memory.
+    TruncatedBadFrame = 15,
+    /// Stack walks cut short at [`MAX_FRAMES`].
+    TruncatedTooDeep = 16,
 }
 
 /// Number of entries of the statistics array.
-pub const STAT_COUNT: u32 = 12;
+pub const STAT_COUNT: u32 = 17;
 
 impl Stat {
     /// Every counter, in index order.
@@ -371,6 +570,11 @@ impl Stat {
         Self::DroppedInflightFull,
         Self::DroppedRingbufFull,
         Self::DroppedUnmatchedReturn,
+        Self::TruncatedNoMapping,
+        Self::TruncatedNoTable,
+        Self::TruncatedNoRule,
+        Self::TruncatedBadFrame,
+        Self::TruncatedTooDeep,
     ];
 
     /// Stable snake_case name used in reports and metrics.
@@ -388,6 +592,11 @@ impl Stat {
             Self::DroppedInflightFull => "inflight_map_full",
             Self::DroppedRingbufFull => "ringbuf_full",
             Self::DroppedUnmatchedReturn => "unmatched_return",
+            Self::TruncatedNoMapping => "stacks_truncated_no_mapping",
+            Self::TruncatedNoTable => "stacks_truncated_no_table",
+            Self::TruncatedNoRule => "stacks_truncated_no_rule",
+            Self::TruncatedBadFrame => "stacks_truncated_bad_frame",
+            Self::TruncatedTooDeep => "stacks_truncated_too_deep",
         }
     }
 
@@ -409,8 +618,8 @@ impl Stat {
 mod pod {
     //! `aya::Pod` for every type user space reads from or writes to a map.
     use super::{
-        AllocInfo, AllocKey, Event, InFlight, SampleBucket, StackKey, StackStats, StackTrace,
-        SyscallArgs,
+        AllocInfo, AllocKey, Event, ExecMapping, InFlight, ProcMappings, SampleBucket, StackKey,
+        StackStats, StackTrace, SyscallArgs, UnwindRow,
     };
 
     // SAFETY: all of these are #[repr(C)] structs of integers with no implicit padding.
@@ -431,4 +640,66 @@ mod pod {
     unsafe impl aya::Pod for Event {}
     // SAFETY: as above.
     unsafe impl aya::Pod for SyscallArgs {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for UnwindRow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ExecMapping {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ProcMappings {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_pack_and_unpack() {
+        let rules = [
+            UnwindRule::Invalid,
+            UnwindRule::Stop,
+            UnwindRule::Rsp {
+                cfa_offset: 8,
+                rbp_slot: 0,
+            },
+            UnwindRule::Rsp {
+                cfa_offset: 1_048_720,
+                rbp_slot: 3,
+            },
+            UnwindRule::Rbp {
+                cfa_offset: 16,
+                rbp_slot: 2,
+            },
+            UnwindRule::Rbp {
+                cfa_offset: MAX_CFA_OFFSET,
+                rbp_slot: 255,
+            },
+        ];
+        for rule in rules {
+            let packed = rule.pack().expect("fits");
+            assert_eq!(UnwindRule::unpack(packed), rule);
+        }
+        let odd = UnwindRule::Rsp {
+            cfa_offset: 12,
+            rbp_slot: 0,
+        };
+        assert_eq!(odd.pack(), None);
+        let huge = UnwindRule::Rbp {
+            cfa_offset: MAX_CFA_OFFSET + 8,
+            rbp_slot: 0,
+        };
+        assert_eq!(huge.pack(), None);
+        assert_eq!(UnwindRule::unpack(0xf), UnwindRule::Invalid);
+    }
+
+    #[test]
+    fn stack_ends_and_stats_round_trip() {
+        for raw in 0..6 {
+            let end = StackEnd::from_raw(raw).expect("known");
+            assert_eq!(end as u32, raw);
+        }
+        assert_eq!(StackEnd::from_raw(6), None);
+        for (index, stat) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*stat as usize, index);
+        }
+    }
 }

@@ -348,6 +348,7 @@ impl Daemon {
     /// Samples the traces under way, enforces the overhead budget, and ends the traces whose
     /// window is over or whose process exited.
     fn trace_tick(&mut self) {
+        self.tracer.maintain_unwind();
         if self.running.is_empty() {
             self.last_counters = None;
             return;
@@ -360,7 +361,7 @@ impl Daemon {
                 let empty = HashMap::new();
                 for (pid, running) in &mut self.running {
                     running.session.sample(totals.get(pid).unwrap_or(&empty));
-                    running.session.refresh_modules();
+                    running.session.refresh_modules(&mut self.tracer);
                 }
             }
             Err(err) => warn!("reading stack totals: {err}"),
@@ -665,6 +666,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut tracer = Tracer::load(MapLimits {
         allocations: config.trace.max_allocations,
         stacks: config.trace.max_stacks,
+        ..MapLimits::default()
     })?;
     let ring = tracer.take_events().ok_or(DaemonError::Io {
         what: "taking the events ring buffer",

@@ -25,4 +25,5 @@ pub mod trace;
 pub mod tracefs;
 pub mod tracer;
 pub mod trend;
+pub mod unwind;
 pub mod watch;

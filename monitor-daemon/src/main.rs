@@ -179,6 +179,9 @@ struct TraceArgs {
     /// Capacity of the stacks map.
     #[arg(long, default_value_t = MapLimits::default().stacks)]
     max_stacks: u32,
+    /// Capacity of the unwind rows map (8 bytes a row; a C library needs about 25,000).
+    #[arg(long, default_value_t = MapLimits::default().unwind_rows)]
+    max_unwind_rows: u32,
     /// Command to start and trace from its first allocation.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
@@ -320,6 +323,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
         limits: MapLimits {
             allocations: args.max_allocations,
             stacks: args.max_stacks,
+            unwind_rows: args.max_unwind_rows,
         },
     };
     let report = runtime()?.block_on(async {

@@ -19,7 +19,7 @@ use monitor_common::{
 
 use crate::{
     allocators::AllocatorObject,
-    procfs::ProcError,
+    procfs::{self, ProcError},
     regions::Regions,
     report::{Frame, ProbeSite, Report, StackReport, Totals},
     symbolize::{ModuleHistory, Symbolizer},
@@ -142,7 +142,7 @@ impl Session {
         let probes = tracer.attach(pid, objects, params.sample_rate)?;
         let mut session = Self {
             pid,
-            start_time_ticks: crate::procfs::read_stat(pid.get())
+            start_time_ticks: procfs::read_stat(pid.get())
                 .ok()
                 .map(|stat| stat.start_time_ticks),
             params,
@@ -160,7 +160,7 @@ impl Session {
             cut_short: false,
         };
         if !launched {
-            session.refresh_modules();
+            session.refresh_modules(tracer);
         }
         Ok(session)
     }
@@ -196,10 +196,14 @@ impl Session {
         self.notes.push(why);
     }
 
-    /// Records the mapped code of the process (so frames stay symbolizable after it is gone).
-    pub fn refresh_modules(&mut self) {
-        match self.history.refresh(self.pid.get()) {
-            Ok(()) => {}
+    /// Records the mapped code of the process (so frames stay symbolizable after it is gone)
+    /// and publishes it for the kernel programs' stack walks.
+    pub fn refresh_modules(&mut self, tracer: &mut Tracer) {
+        match procfs::read_maps(self.pid.get()) {
+            Ok(maps) => {
+                self.history.record(self.pid.get(), &maps);
+                tracer.publish_mappings(self.pid, &maps);
+            }
             Err(ProcError::Gone { .. }) => self.exited = true,
             Err(err) => debug!("reading the mappings of pid {}: {err}", self.pid),
         }
@@ -228,7 +232,7 @@ impl Session {
                 self.regions
                     .map(event.addr, event.len, event.stack_id, event.timestamp_ns);
             }
-            Some(EventKind::Mmap) => self.refresh_modules(),
+            Some(EventKind::Mmap) => self.refresh_modules(tracer),
             Some(EventKind::Munmap) => self.regions.unmap(event.addr, event.len),
             Some(EventKind::Mremap) => {
                 self.regions
@@ -242,16 +246,19 @@ impl Session {
                     .brk(event.new_addr, event.stack_id, event.timestamp_ns);
             }
             Some(EventKind::Exit) => self.exited = true,
+            Some(EventKind::UnwindTableWanted) => tracer.unwind_requested(self.pid),
             Some(EventKind::Exec) => {
                 self.execs += 1;
+                // The kernel programs dropped the old image's mappings.
+                tracer.forget_mappings(self.pid);
                 if self.launched && self.execs == 1 {
-                    self.refresh_modules();
+                    self.refresh_modules(tracer);
                 } else {
                     // The old image and everything it allocated are gone.
                     tracer.purge(self.pid)?;
                     self.regions.clear();
                     self.series.clear();
-                    self.refresh_modules();
+                    self.refresh_modules(tracer);
                     self.notes.push(format!(
                         "the process called execve after {:.1} s; data from before was discarded",
                         self.started.elapsed().as_secs_f64()
@@ -336,7 +343,10 @@ impl Session {
             let frames = if stack_id == 0 {
                 Vec::new()
             } else {
-                tracer.stack_frames(pid, stack_id).unwrap_or_default()
+                tracer
+                    .stack_frames(pid, stack_id)
+                    .map(|(frames, _)| frames)
+                    .unwrap_or_default()
             };
             let key: Vec<FrameKey> = frames
                 .iter()

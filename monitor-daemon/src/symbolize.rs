@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{self as bz, Input, Symbolized};
 
-use crate::procfs::{self, MapEntry, Pid, ProcError};
+use crate::procfs::{MapEntry, Pid};
 use crate::report::Frame;
 
 /// How to open a mapped file later.
@@ -88,23 +88,23 @@ impl ModuleHistory {
         Self::default()
     }
 
-    /// Records the executable mappings of `pid` not recorded yet: file mappings with a way to
-    /// open the file later, and pseudo mappings such as `[vdso]` by name.
-    pub fn refresh(&mut self, pid: Pid) -> Result<(), ProcError> {
-        let maps = procfs::read_maps(pid)?;
+    /// Records the executable mappings of `pid` in `maps` (its `/proc/PID/maps`) not recorded
+    /// yet: file mappings with a way to open the file later, and pseudo mappings such as
+    /// `[vdso]` by name.
+    pub fn record(&mut self, pid: Pid, maps: &[MapEntry]) {
         let same_namespace = same_root(pid);
-        for entry in maps.into_iter().filter(|m| m.executable) {
+        for entry in maps.iter().filter(|m| m.executable) {
             let Some(path) = entry.path.as_deref() else {
                 continue;
             };
             if self
                 .lookup(entry.start)
-                .is_some_and(|m| m.same_mapping(&entry))
+                .is_some_and(|m| m.same_mapping(entry))
             {
                 continue;
             }
             let opener = if entry.is_file() {
-                opener_for(pid, &entry, path, same_namespace)
+                opener_for(pid, entry, path, same_namespace)
             } else if path.starts_with('[') {
                 None
             } else {
@@ -120,7 +120,6 @@ impl ModuleHistory {
                 opener,
             });
         }
-        Ok(())
     }
 
     /// Locates `addr` in a recorded file mapping; `None` for addresses outside any, in pseudo
@@ -438,6 +437,7 @@ fn frames_of(address: u64, module: &str, sym: &bz::Sym<'_>) -> Vec<Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::procfs;
 
     use std::ffi::{CStr, CString};
     use std::process::Command;
@@ -450,7 +450,10 @@ mod tests {
 
     fn refreshed() -> ModuleHistory {
         let mut history = ModuleHistory::new();
-        history.refresh(std::process::id()).unwrap();
+        history.record(
+            std::process::id(),
+            &procfs::read_maps(std::process::id()).unwrap(),
+        );
         history
     }
 
@@ -764,7 +767,10 @@ mod tests {
         let mut history = refreshed();
         let count = exe_modules(&history);
         assert!(count > 0);
-        history.refresh(std::process::id()).unwrap();
+        history.record(
+            std::process::id(),
+            &procfs::read_maps(std::process::id()).unwrap(),
+        );
         assert_eq!(exe_modules(&history), count);
 
         let rust = marker_function as fn(u64) -> u64 as usize as u64;
@@ -781,14 +787,17 @@ mod tests {
         });
         assert_eq!(history.lookup(rust).unwrap().path, "[newer]");
         assert!(history.normalize(rust).is_none());
-        history.refresh(std::process::id()).unwrap();
+        history.record(
+            std::process::id(),
+            &procfs::read_maps(std::process::id()).unwrap(),
+        );
         assert_eq!(exe_modules(&history), count + 1);
         assert!(history.normalize(rust).is_some());
     }
 
     #[test]
     fn a_missing_process_is_gone() {
-        let err = ModuleHistory::new().refresh((1 << 22) + 17).unwrap_err();
-        assert!(matches!(err, ProcError::Gone { .. }), "{err}");
+        let err = procfs::read_maps((1 << 22) + 17).unwrap_err();
+        assert!(matches!(err, procfs::ProcError::Gone { .. }), "{err}");
     }
 }

@@ -150,7 +150,8 @@ pub async fn trace(
         tokio::select! {
             _ = ticker.tick() => {
                 session.sample(&tracer.stack_totals(pid)?);
-                session.refresh_modules();
+                session.refresh_modules(&mut tracer);
+                tracer.maintain_unwind();
                 if session.exited() && child.is_none() {
                     break End::Exited(None);
                 }

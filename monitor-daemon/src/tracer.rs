@@ -26,12 +26,14 @@ use aya::{
 use log::{debug, info};
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT,
-    SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
+    SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
 };
 
 use crate::allocators::AllocatorObject;
+use crate::procfs::MapEntry;
 use crate::report::ProbeSite;
 use crate::tracefs;
+use crate::unwind::tables::{TablesError, TablesUsage, UnwindTables};
 
 /// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
@@ -177,6 +179,9 @@ pub enum TracerError {
     /// No tracefs for the system-call tracepoints.
     #[error(transparent)]
     Tracefs(#[from] tracefs::TracefsError),
+    /// The unwind tables could not be set up.
+    #[error("the unwind tables: {0}")]
+    Unwind(#[from] TablesError),
 }
 
 /// Where [`Tracer::attach_empty`] puts its probes.
@@ -240,6 +245,8 @@ pub struct MapLimits {
     pub allocations: u32,
     /// Distinct allocating stacks over all traced processes.
     pub stacks: u32,
+    /// Unwind rows over all objects the traced processes map (8 bytes each).
+    pub unwind_rows: u32,
 }
 
 impl Default for MapLimits {
@@ -247,6 +254,7 @@ impl Default for MapLimits {
         Self {
             allocations: 262_144,
             stacks: 32_768,
+            unwind_rows: 1 << 20,
         }
     }
 }
@@ -336,6 +344,8 @@ pub struct Tracer {
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
     /// The ids of [`SYSCALL_TRACEPOINTS`], read from tracefs at load.
     syscall_event_ids: Vec<u64>,
+    /// The unwind rows and the traced processes' mappings.
+    unwind: UnwindTables,
     /// The perf events that attach [`SYSCALL_TRACEPOINTS`]: open while a process is traced,
     /// closed with the last one, since while any system-call tracepoint is attached every
     /// system call of every process on the host takes the kernel's slower tracing path.
@@ -428,6 +438,7 @@ impl Tracer {
             .map_max_entries("ALLOCS", limits.allocations)
             .map_max_entries("STACKS", limits.stacks)
             .map_max_entries("STACK_STATS", limits.stacks)
+            .map_max_entries("UNWIND_ROWS", limits.unwind_rows.max(1))
             .load(EBPF_OBJECT)?;
         for name in [
             "alloc_enter",
@@ -479,6 +490,11 @@ impl Tracer {
             syscalls: take_map(&mut ebpf, "SYSCALLS")?,
             stats: take_map(&mut ebpf, "STATS")?,
             events: Some(take_map(&mut ebpf, "EVENTS")?),
+            unwind: UnwindTables::new(
+                take_map(&mut ebpf, "UNWIND_ROWS")?,
+                take_map(&mut ebpf, "PROC_MAPPINGS")?,
+                take_map(&mut ebpf, "UNWIND_WANTED")?,
+            )?,
             ebpf,
             links: StdHashMap::new(),
             syscall_event_ids,
@@ -669,6 +685,38 @@ impl Tracer {
         Ok(())
     }
 
+    /// Publishes the executable mappings of `pid` (its `/proc/PID/maps`, in `maps`) for the
+    /// kernel programs' stack walks, loading the unwind rows of objects not loaded yet; does
+    /// nothing when they are what was published last.
+    pub fn publish_mappings(&mut self, pid: NonZeroU32, maps: &[MapEntry]) {
+        if let Err(err) = self.unwind.publish(pid.get(), maps) {
+            log::warn!("pid {pid}: publishing its mappings for unwinding: {err}");
+        }
+    }
+
+    /// `pid` replaced its image: the kernel programs dropped its mappings, and the next
+    /// [`Tracer::publish_mappings`] publishes them anew.
+    pub fn forget_mappings(&mut self, pid: NonZeroU32) {
+        self.unwind.forget(pid.get());
+    }
+
+    /// A stack walk of `pid` asked for its mappings to be published again.
+    pub fn unwind_requested(&mut self, pid: NonZeroU32) {
+        if let Err(err) = self.unwind.request(pid.get()) {
+            debug!("pid {pid}: answering an unwind request: {err}");
+        }
+    }
+
+    /// Answers the unwind requests that waited, frees the rows of objects no longer mapped.
+    pub fn maintain_unwind(&mut self) {
+        self.unwind.maintain();
+    }
+
+    /// What the unwind tables hold.
+    pub fn unwind_usage(&self) -> TablesUsage {
+        self.unwind.usage()
+    }
+
     /// Stops tracing `pid`: detaches its probes and unregisters it. Its data stays in the maps
     /// until [`Tracer::purge`].
     pub fn detach(&mut self, pid: NonZeroU32) {
@@ -690,6 +738,7 @@ impl Tracer {
         if let Err(err) = self.targets.remove(&pid.get()) {
             debug!("unregistering pid {pid}: {err}");
         }
+        self.unwind.forget(pid.get());
         let tracepoints = if self.links.is_empty() {
             std::mem::take(&mut self.syscall_events)
         } else {
@@ -847,11 +896,14 @@ impl Tracer {
             ("STACKS", self.stacks.keys().count() as u64),
             ("INFLIGHT", self.inflight.keys().count() as u64),
             ("SYSCALLS", self.syscalls.keys().count() as u64),
+            ("UNWIND_ROWS", self.unwind.usage().rows),
+            ("PROC_MAPPINGS", self.unwind.usage().processes),
         ]
     }
 
-    /// The frames of a stack of `pid`, innermost first, if the kernel has it.
-    pub fn stack_frames(&self, pid: NonZeroU32, stack_id: u64) -> Option<Vec<u64>> {
+    /// The frames of a stack of `pid`, innermost first, and why its walk stopped, if the kernel
+    /// has it.
+    pub fn stack_frames(&self, pid: NonZeroU32, stack_id: u64) -> Option<(Vec<u64>, StackEnd)> {
         let trace = self
             .stacks
             .get(
@@ -864,14 +916,8 @@ impl Tracer {
             )
             .ok()?;
         let len = usize::try_from(trace.len).ok()?.min(trace.frames.len());
-        // A frame-pointer walk can end on a null return address: it is not a frame.
-        Some(
-            trace.frames[..len]
-                .iter()
-                .copied()
-                .take_while(|&frame| frame != 0)
-                .collect(),
-        )
+        let end = StackEnd::from_raw(trace.end).unwrap_or(StackEnd::BadFrame);
+        Some((trace.frames[..len].to_vec(), end))
     }
 
     /// The statistics counters summed over CPUs, in [`Stat::ALL`] order.

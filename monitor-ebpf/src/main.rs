@@ -40,10 +40,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
+mod unwind;
+
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, InFlight, MAX_FRAMES,
-    SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats,
-    StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
+    AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, InFlight, SAMPLE_BUCKET_SCALE,
+    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
+    WEIGHT_ONE,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
@@ -67,6 +69,8 @@ static PIDNS_DEV: u64 = 0;
 #[unsafe(no_mangle)]
 static PIDNS_INO: u64 = 0;
 
+use unwind::{UserRegs, capture_stack};
+
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
@@ -86,7 +90,7 @@ static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(32768, 
 static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
 
 #[map]
-static SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static SAMPLE_TABLE: Array<SampleBucket> = Array::with_max_entries(SAMPLE_BUCKETS, 0);
@@ -98,7 +102,7 @@ static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STAT_COUNT, 0);
 static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 #[inline(always)]
-fn count(stat: Stat) {
+pub(crate) fn count(stat: Stat) {
     if let Some(counter) = STATS.get_ptr_mut(stat as u32) {
         // SAFETY: a per-CPU slot, only this CPU writes it while the program runs.
         unsafe { *counter += 1 };
@@ -208,74 +212,6 @@ fn stats_sub(tgid: u32, info: &AllocInfo) {
     }
 }
 
-/// Where a user stack starts: the instruction pointer, the frame pointer, and (for a system
-/// call) the caller's return address on top of the stack.
-#[derive(Clone, Copy)]
-struct UserRegs {
-    ip: u64,
-    bp: u64,
-    caller: u64,
-}
-
-/// Walks the current user stack through its frame pointers into the per-CPU scratch buffer
-/// and returns its id (a hash of the frames, never 0), or `None` when there is no buffer.
-///
-/// At a return probe the walk starts right: the instruction pointer is in the allocator's
-/// caller and the frame pointer is the caller's. At a system call the instruction pointer is
-/// inside the libc wrapper, which keeps no frame, so the walk would skip the wrapper's caller;
-/// `caller` (the return address on top of the user stack) is then inserted as the second frame.
-///
-/// The walk reads two words per frame with `bpf_probe_read_user`, which costs less than
-/// `bpf_get_stack`'s generic perf call-chain path on the allocation hot path.
-#[inline(always)]
-fn capture_stack(regs: UserRegs) -> Option<(u64, *mut StackTrace)> {
-    let scratch = SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: `scratch` is this CPU's buffer, used by one program at a time.
-    let frames = unsafe { &mut (*scratch).frames };
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |frame: u64| {
-        hash = (hash ^ frame).wrapping_mul(0x0000_0100_0000_01b3);
-        hash ^= hash >> 29;
-    };
-    frames[0] = regs.ip;
-    mix(regs.ip);
-    let mut len = 1;
-    if regs.caller != 0 {
-        frames[1] = regs.caller;
-        mix(regs.caller);
-        len = 2;
-    }
-    let mut bp = regs.bp;
-    for index in 1..MAX_FRAMES {
-        if index < len {
-            continue;
-        }
-        if bp == 0 || bp & 7 != 0 {
-            break;
-        }
-        // SAFETY: reads user memory through the checked helper.
-        let Ok([next_bp, ret]) = (unsafe { bpf_probe_read_user(bp as *const [u64; 2]) }) else {
-            break;
-        };
-        if ret == 0 {
-            break;
-        }
-        if let Some(frame) = frames.get_mut(index) {
-            *frame = ret;
-        }
-        mix(ret);
-        len = index + 1;
-        // Caller frames live at higher addresses; anything else is not a frame chain.
-        if next_bp <= bp {
-            break;
-        }
-        bp = next_bp;
-    }
-    // SAFETY: as above.
-    unsafe { (*scratch).len = len as u64 };
-    Some((if hash == 0 { 1 } else { hash }, scratch))
-}
-
 /// Stores the captured stack under `key` unless it is already known.
 #[inline(always)]
 fn intern_stack(key: &StackKey, trace: *mut StackTrace) -> bool {
@@ -305,7 +241,7 @@ fn record_alloc(regs: UserRegs, tgid: u32, addr: u64, size: u64, weight: u32, ki
         pad: 0,
         stack_id: 0,
     };
-    if let Some((id, trace)) = capture_stack(regs) {
+    if let Some((id, trace)) = capture_stack(tgid, regs) {
         key.stack_id = id;
         if !stats_add(&key, weighted_bytes, u64::from(weight)) {
             if intern_stack(&key, trace) {
@@ -553,12 +489,14 @@ pub fn alloc_exit(ctx: RetProbeContext) -> u32 {
         count(Stat::Unsampled);
         return 0;
     }
-    // SAFETY: a return probe's context is the user registers at the return address.
+    // SAFETY: a return probe's context is the user registers at the return address, where
+    // the allocator's caller resumes.
     let regs = unsafe {
         UserRegs {
             ip: (*ctx.regs).rip,
+            sp: (*ctx.regs).rsp,
             bp: (*ctx.regs).rbp,
-            caller: 0,
+            ip_is_return: true,
         }
     };
     record_alloc(regs, tgid, addr, record.size, record.weight, record.kind);
@@ -590,11 +528,11 @@ fn syscall_regs() -> Option<UserRegs> {
             return None;
         }
         let read = |offset: usize| bpf_probe_read_kernel(regs.add(offset).cast::<u64>()).ok();
-        let sp = read(PT_REGS_SP)?;
         Some(UserRegs {
             ip: read(PT_REGS_IP)?,
+            sp: read(PT_REGS_SP)?,
             bp: read(PT_REGS_BP)?,
-            caller: bpf_probe_read_user(sp as *const u64).unwrap_or(0),
+            ip_is_return: false,
         })
     }
 }
@@ -654,11 +592,11 @@ fn mapping_call(
             args.flags = arg(3);
         }
         EventKind::Brk => args.flags = if nested { BRK_NESTED } else { 0 },
-        EventKind::Exit | EventKind::Exec => {}
+        EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
     }
     if with_stack
         && let Some(regs) = syscall_regs()
-        && let Some((id, trace)) = capture_stack(regs)
+        && let Some((id, trace)) = capture_stack(tgid, regs)
     {
         let key = StackKey {
             tgid,
@@ -702,7 +640,7 @@ fn mapping_done(tgid: u32, args: &SyscallArgs, ret: i64) {
             event.new_len = args.new_len;
         }
         EventKind::Brk => event.new_addr = ret as u64,
-        EventKind::Munmap | EventKind::Exit | EventKind::Exec => {}
+        EventKind::Munmap | EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
     }
     emit(&event);
 }
@@ -744,7 +682,7 @@ fn syscall_exit(ctx: &TracePointContext, kind: EventKind) {
 }
 
 #[inline(always)]
-fn emit(event: &Event) {
+pub(crate) fn emit(event: &Event) {
     if EVENTS.output::<Event>(event, 0).is_ok() {
         count(Stat::MapEvents);
     } else {
@@ -834,6 +772,8 @@ pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
     if !is_target(tgid) {
         return 0;
     }
+    // The old image's mappings are gone: walks find none until user space publishes the new.
+    let _ = unwind::PROC_MAPPINGS.remove(&tgid);
     // SAFETY: plain helper call.
     let timestamp_ns = unsafe { bpf_ktime_get_ns() };
     emit(&Event {

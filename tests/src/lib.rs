@@ -552,6 +552,49 @@ where
     BackgroundLeakmon(Running::spawn(command, "leakmon"))
 }
 
+/// How long the kernel may take to release the programs of a leakmon that is gone: the links
+/// of BTF tracepoints are released after RCU grace periods.
+pub const RELEASE_LIMIT: Duration = Duration::from_secs(10);
+
+/// Waits (at most [`RELEASE_LIMIT`]) until none of `programs` (ids) is loaded; panics naming
+/// those that stay, and `what` held them.
+pub fn assert_released(programs: &BTreeSet<u32>, what: &str) {
+    let started = Instant::now();
+    loop {
+        let left: Vec<u32> = programs
+            .intersection(&loaded_program_ids())
+            .copied()
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < RELEASE_LIMIT,
+            "programs {left:?} of {what} are still loaded {} s after it is gone",
+            RELEASE_LIMIT.as_secs()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (at most [`RELEASE_LIMIT`]) until the kernel lists no program of leakmon's; panics
+/// naming those that stay.
+pub fn assert_no_leakmon_program_loaded() {
+    let started = Instant::now();
+    loop {
+        let left = loaded_leakmon_programs();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < RELEASE_LIMIT,
+            "leakmon's programs {left:?} are still loaded {} s after it exited",
+            RELEASE_LIMIT.as_secs()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Names of the loaded BPF programs that are leakmon's, from the kernel's own list: after
 /// leakmon exits there must be none.
 pub fn loaded_leakmon_programs() -> Vec<String> {

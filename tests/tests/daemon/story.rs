@@ -17,8 +17,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leakmon_tests::{
-    BackgroundProcess, Daemon, HttpResponse, describe_report, has_frame, loaded_leakmon_programs,
-    serial,
+    BackgroundProcess, Daemon, HttpResponse, assert_no_leakmon_program_loaded, describe_report,
+    has_frame, serial,
 };
 use monitor_daemon::model::{ProcessView, Reason};
 use monitor_daemon::report::Report;
@@ -418,10 +418,6 @@ fn daemon_suspects_leaks_traces_them_and_exports_metrics() {
         "leakmon run took {:.1} s to exit after SIGTERM",
         took.as_secs_f64()
     );
-    assert_eq!(
-        loaded_leakmon_programs(),
-        Vec::<String>::new(),
-        "programs left loaded after SIGTERM"
-    );
+    assert_no_leakmon_program_loaded();
     drop(fleet);
 }

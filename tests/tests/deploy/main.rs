@@ -18,9 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use leakmon_tests::{
-    BackgroundProcess, Report, WITHOUT_TRACEFS, bpf_ids_held_by, describe_report, find_descendant,
-    free_local_addr, has_frame, http_request, leakmon_bin, loaded_program_ids, scenario_path,
-    serial,
+    BackgroundProcess, Report, WITHOUT_TRACEFS, assert_released, bpf_ids_held_by, describe_report,
+    find_descendant, free_local_addr, has_frame, http_request, leakmon_bin, scenario_path, serial,
 };
 
 /// The highest overall exposure `systemd-analyze security` may give the unit.
@@ -348,14 +347,7 @@ fn the_unit_traces_under_systemd() {
         programs
     };
     assert!(!programs.is_empty(), "the daemon held no BPF program");
-    let left: Vec<u32> = programs
-        .intersection(&loaded_program_ids())
-        .copied()
-        .collect();
-    assert!(
-        left.is_empty(),
-        "programs of the daemon left loaded after the unit stopped: {left:?}"
-    );
+    assert_released(&programs, "the daemon under systemd");
 }
 
 /// Checks what systemd did to the daemon `pid`: exactly the unit's capabilities

@@ -6,8 +6,8 @@
 use std::{collections::BTreeMap, ffi::OsString, time::Duration};
 
 use leakmon_tests::{
-    describe_report, has_frame, leakmon_bin, loaded_leakmon_programs, scenario_path, serial,
-    start_leakmon, trace_output, trace_pid,
+    assert_no_leakmon_program_loaded, describe_report, has_frame, leakmon_bin, scenario_path,
+    serial, start_leakmon, trace_output, trace_pid,
 };
 use monitor_daemon::report::Report;
 
@@ -61,11 +61,7 @@ fn sigint_ends_the_window_and_writes_the_report() {
         !std::path::Path::new(&format!("/proc/{}", report.pid)).exists(),
         "the traced command outlived leakmon"
     );
-    assert_eq!(
-        loaded_leakmon_programs(),
-        Vec::<String>::new(),
-        "programs left loaded"
-    );
+    assert_no_leakmon_program_loaded();
 }
 
 #[test]
@@ -93,11 +89,7 @@ fn traced_process_exiting_ends_the_window() {
         describe_report(&run.report)
     );
     let _serial = serial();
-    assert_eq!(
-        loaded_leakmon_programs(),
-        Vec::<String>::new(),
-        "programs left loaded"
-    );
+    assert_no_leakmon_program_loaded();
 }
 
 #[test]

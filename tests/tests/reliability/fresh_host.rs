@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use leakmon_tests::{
-    BackgroundProcess, Daemon, Host, Report, assert_one_line_error, assert_steady_leak,
-    describe_report, has_frame, loaded_leakmon_programs, run_leakmon_on, scenario_path, serial,
-    trace_command_on, wait_for,
+    BackgroundProcess, Daemon, Host, Report, assert_no_leakmon_program_loaded,
+    assert_one_line_error, assert_steady_leak, describe_report, has_frame, run_leakmon_on,
+    scenario_path, serial, trace_command_on, wait_for,
 };
 
 use crate::{WATCH_LIMIT, config};
@@ -92,10 +92,5 @@ fn no_permission_to_mount_is_one_line_and_leaves_nothing_loaded() {
         ],
     );
     assert_one_line_error(&daemon, "tracefs is not mounted and mounting it");
-    // The kernel releases a closed program a moment after its last descriptor goes.
-    wait_for(
-        Duration::from_secs(5),
-        "no leakmon program to stay loaded",
-        || loaded_leakmon_programs().is_empty().then_some(()),
-    );
+    assert_no_leakmon_program_loaded();
 }

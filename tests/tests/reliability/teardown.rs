@@ -7,14 +7,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use leakmon_tests::{
-    BackgroundProcess, Daemon, bpf_ids_held_by, breakpoints_in, leakmon_uprobe_events,
-    loaded_leakmon_programs, loaded_program_ids, serial, wait_for,
+    BackgroundProcess, Daemon, assert_released, bpf_ids_held_by, breakpoints_in,
+    leakmon_uprobe_events, loaded_leakmon_programs, serial, wait_for,
 };
 
 use crate::{WATCH_LIMIT, config};
-
-/// How long the kernel may take to free what a dead daemon held.
-const RELEASE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A daemon tracing a running `steady_leak`, and the BPF programs it holds.
 struct Tracing {
@@ -71,22 +68,7 @@ fn assert_nothing_left(
     programs: &BTreeSet<u32>,
     breakpoints: usize,
 ) {
-    let started = std::time::Instant::now();
-    loop {
-        let left: Vec<u32> = programs
-            .intersection(&loaded_program_ids())
-            .copied()
-            .collect();
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            started.elapsed() < RELEASE_LIMIT,
-            "programs {left:?} of the daemon are still loaded {} s after it is gone",
-            RELEASE_LIMIT.as_secs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    assert_released(programs, "the daemon");
     traced.assert_running();
     let pid = traced.pid();
     let remaining = breakpoints_in(pid);

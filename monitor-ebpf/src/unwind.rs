@@ -1,0 +1,331 @@
+//! The user-stack walk: from the registers at an allocation (or a memory-mapping system call),
+//! frame after frame through the call-frame information user space compiled from each
+//! object's `.eh_frame` into [`UNWIND_ROWS`], so code built without frame pointers unwinds as
+//! well as code built with them.
+//!
+//! Per frame: find the executable mapping holding the address in the process's
+//! [`PROC_MAPPINGS`] (a binary search, skipped while the walk stays in one mapping), record the
+//! address (so every recorded frame is code the process had mapped), find the object's row
+//! covering it (a binary search over the object's rows), and compute the caller's stack
+//! pointer (the CFA), return address and frame pointer. The stack is read once as a window
+//! from the stack pointer and frames are taken from that copy; the rare value beyond it is read
+//! on its own.
+//!
+//! The walk stops, recording why in the trace's `end`, at the outermost frame, at an address in
+//! no known mapping or in an object whose table is not loaded (user space is then asked, once
+//! until it answers, to publish the process's mappings again), where no rule applies, at stack
+//! memory that cannot be read or does not lead to an older frame, or after [`MAX_FRAMES`].
+//!
+//! The frames run in a `bpf_loop` callback whose loop-carried state lives in a per-CPU map
+//! value rather than on the BPF stack and whose searches are branchless: the verifier then
+//! converges on the callback in one pass instead of exploring every frame count.
+//!
+//! Uses the maps and helpers of the crate root (`SCRATCH`, `EVENTS`, `STATS`).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
+    helpers::{bpf_ktime_get_ns, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_buf},
+    macros::map,
+    maps::{Array, HashMap, PerCpuArray},
+};
+use monitor_common::{
+    Event, EventKind, ExecMapping, MAX_EXEC_MAPPINGS, MAX_FRAMES, ProcMappings, RULE_RBP, RULE_RSP,
+    RULE_STOP, StackEnd, StackTrace, Stat, UnwindRow,
+};
+
+use crate::{SCRATCH, count, emit};
+
+/// Bytes of stack copied at the start of a walk (20 frames of C code usually span 2-4 KiB).
+const WINDOW: usize = 4096;
+
+/// Every object's unwind rows, each object a contiguous sorted range (sized by user space).
+#[map]
+pub static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1 << 20, 0);
+
+/// Per traced process, its executable mappings. Not preallocated: user space replaces a
+/// process's value whole, and the kernel frees the old one after the walks reading it end.
+#[map]
+pub static PROC_MAPPINGS: HashMap<u32, ProcMappings> =
+    HashMap::with_max_entries(1024, BPF_F_NO_PREALLOC);
+
+/// Processes whose walks asked user space to publish their mappings again, until it did.
+#[map]
+pub static UNWIND_WANTED: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// The copy of the stack a walk reads its frames from.
+#[map]
+static STACK_WINDOW: PerCpuArray<[u8; WINDOW]> = PerCpuArray::with_max_entries(1, 0);
+
+/// The state carried from frame to frame.
+#[repr(C)]
+struct WalkState {
+    /// The frame's code address.
+    pc: u64,
+    /// Its stack pointer.
+    sp: u64,
+    /// Its frame pointer.
+    bp: u64,
+    /// Subtracted from `pc` to find its rule: 1 for a return address (whose call instruction
+    /// ends just before it, possibly at the end of a function), 0 for an interrupted
+    /// instruction.
+    back: u64,
+    /// Frames recorded.
+    len: u64,
+    /// A hash of the frames recorded.
+    hash: u64,
+    /// Why the walk stopped ([`StackEnd`]), or `u64::MAX` while it runs.
+    end: u64,
+    /// Where the stack copy starts and how many bytes it holds.
+    window_base: u64,
+    window_len: u64,
+    /// The mapping of the previous frame.
+    mapping: ExecMapping,
+}
+
+#[map]
+static WALK: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Still walking.
+const RUNNING: u64 = u64::MAX;
+
+/// Where a walk starts.
+#[derive(Clone, Copy)]
+pub struct UserRegs {
+    /// The instruction pointer.
+    pub ip: u64,
+    /// The stack pointer.
+    pub sp: u64,
+    /// The frame pointer (rbp).
+    pub bp: u64,
+    /// Whether `ip` is a return address (at a return probe: the allocator's caller) rather than
+    /// the next instruction to run (at a system call).
+    pub ip_is_return: bool,
+}
+
+/// What the frame callback needs besides the per-CPU state.
+struct Walk {
+    state: *mut WalkState,
+    mappings: *const ProcMappings,
+    trace: *mut StackTrace,
+    window: *const [u8; WINDOW],
+}
+
+/// Walks the current thread's user stack from `regs` into the per-CPU scratch trace; returns
+/// the stack's id (a hash of its frames, never 0) and the trace, or `None` when the process
+/// has no published mappings yet (user space is asked for them) or no frame was recorded.
+#[inline(always)]
+pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<(u64, *mut StackTrace)> {
+    let trace = SCRATCH.get_ptr_mut(0)?;
+    let state = WALK.get_ptr_mut(0)?;
+    let window = STACK_WINDOW.get_ptr_mut(0)?;
+    let Some(mappings) = PROC_MAPPINGS.get_ptr(&tgid) else {
+        want_tables(tgid, regs.ip);
+        count(Stat::TruncatedNoMapping);
+        return None;
+    };
+    // SAFETY: this CPU's state, window and trace, used by one program at a time.
+    unsafe {
+        *state = WalkState {
+            pc: regs.ip,
+            sp: regs.sp,
+            bp: regs.bp,
+            back: u64::from(regs.ip_is_return),
+            len: 0,
+            hash: 0xcbf2_9ce4_8422_2325,
+            end: RUNNING,
+            window_base: regs.sp,
+            window_len: copy_window(regs.sp, &mut *window),
+            mapping: ExecMapping::default(),
+        };
+        let mut walk = Walk {
+            state,
+            mappings,
+            trace,
+            window,
+        };
+        bpf_loop(
+            MAX_FRAMES as u32,
+            frame as *mut c_void,
+            (&raw mut walk).cast(),
+            0,
+        );
+        let state = &mut *state;
+        if state.end == RUNNING {
+            state.end = StackEnd::TooDeep as u64;
+        }
+        let end = state.end as u32;
+        match StackEnd::from_raw(end) {
+            Some(StackEnd::NoMapping) => count(Stat::TruncatedNoMapping),
+            Some(StackEnd::NoTable) => count(Stat::TruncatedNoTable),
+            Some(StackEnd::NoRule) => count(Stat::TruncatedNoRule),
+            Some(StackEnd::BadFrame) => count(Stat::TruncatedBadFrame),
+            Some(StackEnd::TooDeep) => count(Stat::TruncatedTooDeep),
+            Some(StackEnd::Complete) | None => {}
+        }
+        if matches!(
+            StackEnd::from_raw(end),
+            Some(StackEnd::NoMapping | StackEnd::NoTable)
+        ) {
+            want_tables(tgid, state.pc);
+        }
+        (*trace).len = state.len as u32;
+        (*trace).end = end;
+        if state.len == 0 {
+            return None;
+        }
+        let hash = state.hash ^ u64::from(end) << 56;
+        Some((if hash == 0 { 1 } else { hash }, trace))
+    }
+}
+
+/// Copies the stack from `sp` into `window`; returns how many bytes it holds. Near the top of
+/// the stack a whole window would cross the end of the mapping: the copy then stops at the end
+/// of `sp`'s page.
+#[inline(always)]
+fn copy_window(sp: u64, window: &mut [u8; WINDOW]) -> u64 {
+    // SAFETY: reads user memory through the checked helper into our buffer.
+    if unsafe { bpf_probe_read_user_buf(sp as *const u8, window) }.is_ok() {
+        return WINDOW as u64;
+    }
+    let to_page_end = (4096 - (sp & 4095)) as usize;
+    if to_page_end == 0 || to_page_end > WINDOW {
+        return 0;
+    }
+    // SAFETY: as above; the length is checked against the buffer.
+    match unsafe { bpf_probe_read_user_buf(sp as *const u8, &mut window[..to_page_end]) } {
+        Ok(()) => to_page_end as u64,
+        Err(_) => 0,
+    }
+}
+
+/// Asks user space, once until it clears the request, to publish `tgid`'s mappings again.
+#[inline(always)]
+fn want_tables(tgid: u32, pc: u64) {
+    if UNWIND_WANTED
+        .insert(&tgid, &1, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        emit(&Event {
+            kind: EventKind::UnwindTableWanted as u32,
+            tgid,
+            // SAFETY: plain helper call.
+            timestamp_ns: unsafe { bpf_ktime_get_ns() },
+            addr: pc,
+            ..Event::default()
+        });
+    }
+}
+
+/// A word of the stack: from the window when it holds it, else read on its own.
+#[inline(always)]
+fn load(walk: &Walk, state: &WalkState, addr: u64) -> Option<u64> {
+    let offset = addr.wrapping_sub(state.window_base);
+    if offset.wrapping_add(8) <= state.window_len {
+        let index = (offset as usize) & (WINDOW - 1);
+        if index <= WINDOW - 8 {
+            // SAFETY: within the per-CPU window buffer (index bounded above).
+            return Some(unsafe {
+                core::ptr::read_unaligned(walk.window.cast::<u8>().add(index).cast::<u64>())
+            });
+        }
+    }
+    // SAFETY: reads user memory through the checked helper.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// Stops the walk with `end`.
+#[inline(always)]
+fn stop(state: &mut WalkState, end: StackEnd) -> i64 {
+    state.end = end as u64;
+    1
+}
+
+/// One frame: `bpf_loop`'s callback (0: go on, 1: stop).
+unsafe extern "C" fn frame(_index: u32, context: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the `Walk` of `capture_stack`, whose pointers are live.
+    let walk = unsafe { &*context.cast::<Walk>() };
+    // SAFETY: this CPU's state.
+    let state = unsafe { &mut *walk.state };
+    let pc = state.pc;
+    let look = pc.wrapping_sub(state.back);
+    if !(state.mapping.start <= look && look < state.mapping.end) {
+        // SAFETY: a live map value.
+        let mappings = unsafe { &*walk.mappings };
+        // The greatest start <= look, over the padded array, with no branch per step.
+        let mut base: usize = 0;
+        let mut half: usize = MAX_EXEC_MAPPINGS / 2;
+        while half > 0 {
+            let start = mappings.starts[(base + half) & (MAX_EXEC_MAPPINGS - 1)];
+            base += half & !(((look as i64).wrapping_sub(start as i64) >> 63) as usize);
+            half /= 2;
+        }
+        let mapping = mappings.mappings[base & (MAX_EXEC_MAPPINGS - 1)];
+        if look < mapping.start || look >= mapping.end {
+            return stop(state, StackEnd::NoMapping);
+        }
+        state.mapping = mapping;
+    }
+    // SAFETY: this CPU's trace; the index is masked into it.
+    unsafe { (*walk.trace).frames[(state.len as usize) & (MAX_FRAMES - 1)] = pc };
+    state.len += 1;
+    state.hash = (state.hash ^ pc).wrapping_mul(0x0000_0100_0000_01b3);
+    state.hash ^= state.hash >> 29;
+
+    let rows = state.mapping.rows_len;
+    if rows == 0 {
+        return stop(state, StackEnd::NoTable);
+    }
+    let address = look.wrapping_sub(state.mapping.bias);
+    if address > u64::from(u32::MAX) {
+        return stop(state, StackEnd::NoRule);
+    }
+    let address = address as u32;
+    // The last row whose address is <= `address`, again with no branch per step.
+    let mut base = state.mapping.rows_first;
+    let mut len = rows;
+    for _ in 0..21 {
+        let half = len / 2;
+        let Some(row) = UNWIND_ROWS.get(base + half) else {
+            return stop(state, StackEnd::NoRule);
+        };
+        base += half & !(((i64::from(address) - i64::from(row.addr)) >> 63) as u32);
+        len -= half;
+    }
+    let Some(row) = UNWIND_ROWS.get(base) else {
+        return stop(state, StackEnd::NoRule);
+    };
+    if row.addr > address {
+        return stop(state, StackEnd::NoRule);
+    }
+    let rule = row.rule;
+    let from = match rule & 0xf {
+        RULE_RSP => state.sp,
+        RULE_RBP => state.bp,
+        RULE_STOP => return stop(state, StackEnd::Complete),
+        _ => return stop(state, StackEnd::NoRule),
+    };
+    let cfa = from.wrapping_add(u64::from(rule >> 12) * 8);
+    // The caller's frame is older, so higher on the stack.
+    if cfa <= state.sp {
+        return stop(state, StackEnd::BadFrame);
+    }
+    let Some(return_address) = load(walk, state, cfa - 8) else {
+        return stop(state, StackEnd::BadFrame);
+    };
+    let slot = (rule >> 4) & 0xff;
+    if slot != 0 {
+        let Some(bp) = load(walk, state, cfa.wrapping_sub(u64::from(slot) * 8)) else {
+            return stop(state, StackEnd::BadFrame);
+        };
+        state.bp = bp;
+    }
+    state.sp = cfa;
+    state.pc = return_address;
+    state.back = 1;
+    if return_address == 0 {
+        return stop(state, StackEnd::Complete);
+    }
+    0
+}
