@@ -338,6 +338,49 @@ impl UnwindRule {
     }
 }
 
+/// Most stack words a remembered stack walk may have read (two per frame: the return address
+/// and the saved rbp).
+pub const CACHED_WORDS: usize = 64;
+
+/// Where a remembered stack walk started (the key of the kernel programs' walk cache).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WalkKey {
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// [`ProcMappings::generation`] at the walk.
+    pub generation: u32,
+    /// The instruction pointer the walk started from.
+    pub pc: u64,
+    /// The stack pointer it started from.
+    pub sp: u64,
+}
+
+/// A remembered stack walk: its stack id and every stack word it read, so that a walk from the
+/// same place over the same words can be skipped.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CachedWalk {
+    /// The stack's id.
+    pub stack_id: u64,
+    /// The starting frame pointer, when a rule used it (`uses_bp`).
+    pub bp: u64,
+    /// A checksum of the rest, so that a value torn by a concurrent replacement is not used.
+    pub checksum: u64,
+    /// 1 when the walk used the starting frame pointer.
+    pub uses_bp: u32,
+    /// Words read.
+    pub words: u32,
+    /// Bytes of stack from the stack pointer that the words span.
+    pub span: u32,
+    /// Always zero.
+    pub pad: u32,
+    /// Each word's offset from the stack pointer.
+    pub offsets: [u16; CACHED_WORDS],
+    /// Each word's value.
+    pub values: [u64; CACHED_WORDS],
+}
+
 /// Most executable mappings of one process the kernel programs can unwind through.
 pub const MAX_EXEC_MAPPINGS: usize = 256;
 
@@ -368,8 +411,9 @@ pub struct ExecMapping {
 pub struct ProcMappings {
     /// Number of mappings.
     pub len: u32,
-    /// Always zero.
-    pub pad: u32,
+    /// Changes with every publication (over all processes): stack walks cached under another
+    /// generation are not reused.
+    pub generation: u32,
     /// `mappings[i].start`, then `i64::MAX`.
     pub starts: [u64; MAX_EXEC_MAPPINGS],
     /// The mappings.
@@ -618,8 +662,8 @@ impl Stat {
 mod pod {
     //! `aya::Pod` for every type user space reads from or writes to a map.
     use super::{
-        AllocInfo, AllocKey, Event, ExecMapping, InFlight, ProcMappings, SampleBucket, StackKey,
-        StackStats, StackTrace, SyscallArgs, UnwindRow,
+        AllocInfo, AllocKey, CachedWalk, Event, ExecMapping, InFlight, ProcMappings, SampleBucket,
+        StackKey, StackStats, StackTrace, SyscallArgs, UnwindRow, WalkKey,
     };
 
     // SAFETY: all of these are #[repr(C)] structs of integers with no implicit padding.
@@ -646,6 +690,10 @@ mod pod {
     unsafe impl aya::Pod for ExecMapping {}
     // SAFETY: as above.
     unsafe impl aya::Pod for ProcMappings {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for WalkKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for CachedWalk {}
 }
 
 #[cfg(test)]

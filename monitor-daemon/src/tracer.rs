@@ -25,8 +25,9 @@ use aya::{
 };
 use log::{debug, info};
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT,
-    SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat, SyscallArgs, WEIGHT_ONE,
+    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS,
+    STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
+    WEIGHT_ONE, WalkKey,
 };
 
 use crate::allocators::AllocatorObject;
@@ -346,6 +347,8 @@ pub struct Tracer {
     syscall_event_ids: Vec<u64>,
     /// The unwind rows and the traced processes' mappings.
     unwind: UnwindTables,
+    /// The kernel programs' remembered stack walks.
+    walk_cache: HashMap<MapData, WalkKey, CachedWalk>,
     /// The perf events that attach [`SYSCALL_TRACEPOINTS`]: open while a process is traced,
     /// closed with the last one, since while any system-call tracepoint is attached every
     /// system call of every process on the host takes the kernel's slower tracing path.
@@ -490,6 +493,7 @@ impl Tracer {
             syscalls: take_map(&mut ebpf, "SYSCALLS")?,
             stats: take_map(&mut ebpf, "STATS")?,
             events: Some(take_map(&mut ebpf, "EVENTS")?),
+            walk_cache: take_map(&mut ebpf, "WALK_CACHE")?,
             unwind: UnwindTables::new(
                 take_map(&mut ebpf, "UNWIND_ROWS")?,
                 take_map(&mut ebpf, "PROC_MAPPINGS")?,
@@ -795,6 +799,16 @@ impl Tracer {
                     .map_err(|source| TracerError::Map { what, source })?;
             }
         }
+        let keys: Vec<WalkKey> = self
+            .walk_cache
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in keys {
+            ignore_missing(self.walk_cache.remove(&key))
+                .map_err(|source| TracerError::Map { what, source })?;
+        }
         let keys: Vec<u64> = self
             .syscalls
             .keys()
@@ -897,6 +911,7 @@ impl Tracer {
             ("INFLIGHT", self.inflight.keys().count() as u64),
             ("SYSCALLS", self.syscalls.keys().count() as u64),
             ("UNWIND_ROWS", self.unwind.usage().rows),
+            ("WALK_CACHE", self.walk_cache.keys().count() as u64),
             ("PROC_MAPPINGS", self.unwind.usage().processes),
         ]
     }

@@ -69,7 +69,7 @@ static PIDNS_DEV: u64 = 0;
 #[unsafe(no_mangle)]
 static PIDNS_INO: u64 = 0;
 
-use unwind::{UserRegs, capture_stack};
+use unwind::{Captured, UserRegs, capture_stack, walk_stack};
 
 #[map]
 static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
@@ -241,7 +241,19 @@ fn record_alloc(regs: UserRegs, tgid: u32, addr: u64, size: u64, weight: u32, ki
         pad: 0,
         stack_id: 0,
     };
-    if let Some((id, trace)) = capture_stack(tgid, regs) {
+    let mut captured = capture_stack(tgid, regs);
+    if let Some(Captured::Remembered(id)) = captured {
+        key.stack_id = id;
+        // A remembered stack has its totals entry, unless they were full when it was first
+        // seen: then walk it again for its frames.
+        captured = if stats_add(&key, weighted_bytes, u64::from(weight)) {
+            None
+        } else {
+            key.stack_id = 0;
+            walk_stack(tgid, regs)
+        };
+    }
+    if let Some(Captured::Walked(id, trace)) = captured {
         key.stack_id = id;
         if !stats_add(&key, weighted_bytes, u64::from(weight)) {
             if intern_stack(&key, trace) {
@@ -594,19 +606,32 @@ fn mapping_call(
         EventKind::Brk => args.flags = if nested { BRK_NESTED } else { 0 },
         EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
     }
-    if with_stack
-        && let Some(regs) = syscall_regs()
-        && let Some((id, trace)) = capture_stack(tgid, regs)
-    {
-        let key = StackKey {
-            tgid,
-            pad: 0,
-            stack_id: id,
-        };
-        if intern_stack(&key, trace) {
-            args.stack_id = id;
-        } else {
-            count(Stat::DroppedStacksFull);
+    if with_stack && let Some(regs) = syscall_regs() {
+        let mut captured = capture_stack(tgid, regs);
+        if let Some(Captured::Remembered(id)) = captured {
+            let key = StackKey {
+                tgid,
+                pad: 0,
+                stack_id: id,
+            };
+            captured = if STACKS.get_ptr(&key).is_some() {
+                args.stack_id = id;
+                None
+            } else {
+                walk_stack(tgid, regs)
+            };
+        }
+        if let Some(Captured::Walked(id, trace)) = captured {
+            let key = StackKey {
+                tgid,
+                pad: 0,
+                stack_id: id,
+            };
+            if intern_stack(&key, trace) {
+                args.stack_id = id;
+            } else {
+                count(Stat::DroppedStacksFull);
+            }
         }
     }
     Some(args)

@@ -20,6 +20,14 @@
 //! value rather than on the BPF stack and whose searches are branchless: the verifier then
 //! converges on the callback in one pass instead of exploring every frame count.
 //!
+//! A walk is a pure function of the starting registers, the stack words it reads and the
+//! published tables. So a finished walk is remembered in [`WALK_CACHE`] under (process,
+//! publication generation, instruction pointer, stack pointer) with every word it read (and
+//! the frame pointer when a rule used its starting value): when an allocation site is hit again
+//! at the same stack depth (a loop, a request handler), the walk is replaced by comparing those
+//! words with the stack, which is several times cheaper than a search of the rows per frame.
+//! A walk that read beyond the stack copy, or stopped for a missing table, is not remembered.
+//!
 //! Uses the maps and helpers of the crate root (`SCRATCH`, `EVENTS`, `STATS`).
 
 use core::ffi::c_void;
@@ -28,11 +36,11 @@ use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
     helpers::{bpf_ktime_get_ns, bpf_loop, bpf_probe_read_user, bpf_probe_read_user_buf},
     macros::map,
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use monitor_common::{
-    Event, EventKind, ExecMapping, MAX_EXEC_MAPPINGS, MAX_FRAMES, ProcMappings, RULE_RBP, RULE_RSP,
-    RULE_STOP, StackEnd, StackTrace, Stat, UnwindRow,
+    CACHED_WORDS, CachedWalk, Event, EventKind, ExecMapping, MAX_EXEC_MAPPINGS, MAX_FRAMES,
+    ProcMappings, RULE_RBP, RULE_RSP, RULE_STOP, StackEnd, StackTrace, Stat, UnwindRow, WalkKey,
 };
 
 use crate::{SCRATCH, count, emit};
@@ -58,6 +66,14 @@ pub static UNWIND_WANTED: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0)
 #[map]
 static STACK_WINDOW: PerCpuArray<[u8; WINDOW]> = PerCpuArray::with_max_entries(1, 0);
 
+/// Remembered walks (least recently used evicted).
+#[map]
+pub static WALK_CACHE: LruHashMap<WalkKey, CachedWalk> = LruHashMap::with_max_entries(8192, 0);
+
+/// The walk being remembered.
+#[map]
+static WALK_RECORD: PerCpuArray<CachedWalk> = PerCpuArray::with_max_entries(1, 0);
+
 /// The state carried from frame to frame.
 #[repr(C)]
 struct WalkState {
@@ -80,6 +96,10 @@ struct WalkState {
     /// Where the stack copy starts and how many bytes it holds.
     window_base: u64,
     window_len: u64,
+    /// 1 while the walk can be remembered: every word it read came from the stack copy.
+    cacheable: u64,
+    /// 1 once rbp holds a value read from the stack (the starting value is no longer used).
+    bp_loaded: u64,
     /// The mapping of the previous frame.
     mapping: ExecMapping,
 }
@@ -110,22 +130,125 @@ struct Walk {
     mappings: *const ProcMappings,
     trace: *mut StackTrace,
     window: *const [u8; WINDOW],
+    record: *mut CachedWalk,
 }
 
-/// Walks the current thread's user stack from `regs` into the per-CPU scratch trace; returns
-/// the stack's id (a hash of its frames, never 0) and the trace, or `None` when the process
-/// has no published mappings yet (user space is asked for them) or no frame was recorded.
+/// The stack of an allocation.
+pub enum Captured {
+    /// Walked now: its id and its frames in the per-CPU trace.
+    Walked(u64, *mut StackTrace),
+    /// A remembered walk matched the stack: its id (the stacks map holds its frames).
+    Remembered(u64),
+}
+
+/// The current thread's user stack from `regs`: remembered, or walked into the per-CPU scratch
+/// trace. `None` when the process has no published mappings yet (user space is asked for them)
+/// or no frame was recorded.
 #[inline(always)]
-pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<(u64, *mut StackTrace)> {
-    let trace = SCRATCH.get_ptr_mut(0)?;
-    let state = WALK.get_ptr_mut(0)?;
-    let window = STACK_WINDOW.get_ptr_mut(0)?;
+pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<Captured> {
     let Some(mappings) = PROC_MAPPINGS.get_ptr(&tgid) else {
         want_tables(tgid, regs.ip);
         count(Stat::TruncatedNoMapping);
         return None;
     };
-    // SAFETY: this CPU's state, window and trace, used by one program at a time.
+    let window = STACK_WINDOW.get_ptr_mut(0)?;
+    let key = WalkKey {
+        tgid,
+        // SAFETY: a live map value.
+        generation: unsafe { (*mappings).generation },
+        pc: regs.ip,
+        sp: regs.sp,
+    };
+    // SAFETY: this CPU's window; the remembered value is copied before use.
+    if let Some(stack_id) = unsafe { remembered(&key, regs, &mut *window) } {
+        return Some(Captured::Remembered(stack_id));
+    }
+    walk(tgid, &key, regs, mappings, window)
+}
+
+/// Walks the current thread's user stack from `regs` without looking for a remembered walk
+/// (whose stack the caller found missing from the stacks map).
+#[inline(always)]
+pub fn walk_stack(tgid: u32, regs: UserRegs) -> Option<Captured> {
+    let mappings = PROC_MAPPINGS.get_ptr(&tgid)?;
+    let window = STACK_WINDOW.get_ptr_mut(0)?;
+    let key = WalkKey {
+        tgid,
+        // SAFETY: a live map value.
+        generation: unsafe { (*mappings).generation },
+        pc: regs.ip,
+        sp: regs.sp,
+    };
+    walk(tgid, &key, regs, mappings, window)
+}
+
+/// The stack id of a remembered walk from `key` if the words it read are still on the stack.
+///
+/// # Safety
+/// `window` is this CPU's stack copy.
+#[inline(always)]
+unsafe fn remembered(key: &WalkKey, regs: UserRegs, window: &mut [u8; WINDOW]) -> Option<u64> {
+    let cached = WALK_CACHE.get_ptr(key)?;
+    // SAFETY: a live map value; fields are copied out one at a time, and a value replaced
+    // meanwhile fails the checksum.
+    let cached = unsafe { &*cached };
+    if cached.uses_bp != 0 && cached.bp != regs.bp {
+        return None;
+    }
+    let span = cached.span as usize;
+    if span == 0 || span > WINDOW {
+        return None;
+    }
+    // SAFETY: reads user memory through the checked helper into our buffer.
+    unsafe { bpf_probe_read_user_buf(regs.sp as *const u8, &mut window[..span]) }.ok()?;
+    let words = cached.words as usize;
+    let mut checksum = checksum_start(cached.stack_id, cached.bp, cached.uses_bp, words);
+    for index in 0..CACHED_WORDS {
+        if index >= words {
+            break;
+        }
+        let offset = usize::from(cached.offsets[index]) & (WINDOW - 1);
+        if offset > WINDOW - 8 {
+            return None;
+        }
+        let value = cached.values[index];
+        // SAFETY: within the window (offset bounded above).
+        let on_stack =
+            unsafe { core::ptr::read_unaligned(window.as_ptr().add(offset).cast::<u64>()) };
+        if on_stack != value {
+            return None;
+        }
+        checksum = checksum_add(checksum, offset as u64, value);
+    }
+    (checksum == cached.checksum).then_some(cached.stack_id)
+}
+
+#[inline(always)]
+fn checksum_start(stack_id: u64, bp: u64, uses_bp: u32, words: usize) -> u64 {
+    let mut checksum = 0x9e37_79b9_7f4a_7c15 ^ stack_id;
+    checksum = checksum_add(checksum, bp, u64::from(uses_bp) << 32 | words as u64);
+    checksum
+}
+
+#[inline(always)]
+fn checksum_add(checksum: u64, offset: u64, value: u64) -> u64 {
+    let mixed = (checksum ^ value ^ offset << 48).wrapping_mul(0x0000_0100_0000_01b3);
+    mixed ^ mixed >> 31
+}
+
+/// Walks the stack from `regs` into the per-CPU trace, and remembers the walk when it can.
+#[inline(always)]
+fn walk(
+    tgid: u32,
+    key: &WalkKey,
+    regs: UserRegs,
+    mappings: *const ProcMappings,
+    window: *mut [u8; WINDOW],
+) -> Option<Captured> {
+    let trace = SCRATCH.get_ptr_mut(0)?;
+    let state = WALK.get_ptr_mut(0)?;
+    let record = WALK_RECORD.get_ptr_mut(0)?;
+    // SAFETY: this CPU's state, window, record and trace, used by one program at a time.
     unsafe {
         *state = WalkState {
             pc: regs.ip,
@@ -137,13 +260,19 @@ pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<(u64, *mut StackTrace)
             end: RUNNING,
             window_base: regs.sp,
             window_len: copy_window(regs.sp, &mut *window),
+            cacheable: 1,
+            bp_loaded: 0,
             mapping: ExecMapping::default(),
         };
+        (*record).words = 0;
+        (*record).span = 0;
+        (*record).uses_bp = 0;
         let mut walk = Walk {
             state,
             mappings,
             trace,
             window,
+            record,
         };
         bpf_loop(
             MAX_FRAMES as u32,
@@ -156,7 +285,8 @@ pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<(u64, *mut StackTrace)
             state.end = StackEnd::TooDeep as u64;
         }
         let end = state.end as u32;
-        match StackEnd::from_raw(end) {
+        let end_kind = StackEnd::from_raw(end);
+        match end_kind {
             Some(StackEnd::NoMapping) => count(Stat::TruncatedNoMapping),
             Some(StackEnd::NoTable) => count(Stat::TruncatedNoTable),
             Some(StackEnd::NoRule) => count(Stat::TruncatedNoRule),
@@ -164,10 +294,7 @@ pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<(u64, *mut StackTrace)
             Some(StackEnd::TooDeep) => count(Stat::TruncatedTooDeep),
             Some(StackEnd::Complete) | None => {}
         }
-        if matches!(
-            StackEnd::from_raw(end),
-            Some(StackEnd::NoMapping | StackEnd::NoTable)
-        ) {
+        if matches!(end_kind, Some(StackEnd::NoMapping | StackEnd::NoTable)) {
             want_tables(tgid, state.pc);
         }
         (*trace).len = state.len as u32;
@@ -176,7 +303,33 @@ pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<(u64, *mut StackTrace)
             return None;
         }
         let hash = state.hash ^ u64::from(end) << 56;
-        Some((if hash == 0 { 1 } else { hash }, trace))
+        let stack_id = if hash == 0 { 1 } else { hash };
+        // A walk that stopped for want of a table is walked again once the table is there.
+        if state.cacheable != 0
+            && matches!(
+                end_kind,
+                Some(StackEnd::Complete | StackEnd::NoRule | StackEnd::TooDeep)
+            )
+        {
+            let record = &mut *record;
+            record.stack_id = stack_id;
+            record.bp = regs.bp;
+            let words = record.words as usize;
+            let mut checksum = checksum_start(stack_id, record.bp, record.uses_bp, words);
+            for index in 0..CACHED_WORDS {
+                if index >= words {
+                    break;
+                }
+                checksum = checksum_add(
+                    checksum,
+                    u64::from(record.offsets[index]),
+                    record.values[index],
+                );
+            }
+            record.checksum = checksum;
+            let _ = WALK_CACHE.insert(key, &*record, 0);
+        }
+        Some(Captured::Walked(stack_id, trace))
     }
 }
 
@@ -218,19 +371,38 @@ fn want_tables(tgid: u32, pc: u64) {
     }
 }
 
-/// A word of the stack: from the window when it holds it, else read on its own.
+/// A word of the stack: from the window when it holds it (and then noted in the walk's record),
+/// else read on its own (and the walk cannot be remembered).
 #[inline(always)]
-fn load(walk: &Walk, state: &WalkState, addr: u64) -> Option<u64> {
+fn load(walk: &Walk, state: &mut WalkState, addr: u64) -> Option<u64> {
     let offset = addr.wrapping_sub(state.window_base);
     if offset.wrapping_add(8) <= state.window_len {
         let index = (offset as usize) & (WINDOW - 1);
         if index <= WINDOW - 8 {
             // SAFETY: within the per-CPU window buffer (index bounded above).
-            return Some(unsafe {
+            let value = unsafe {
                 core::ptr::read_unaligned(walk.window.cast::<u8>().add(index).cast::<u64>())
-            });
+            };
+            // SAFETY: this CPU's record; the slot index is masked into it.
+            unsafe {
+                let record = &mut *walk.record;
+                let slot = record.words as usize;
+                if slot < CACHED_WORDS {
+                    record.offsets[slot & (CACHED_WORDS - 1)] = index as u16;
+                    record.values[slot & (CACHED_WORDS - 1)] = value;
+                    record.words += 1;
+                    let end = (index + 8) as u32;
+                    if end > record.span {
+                        record.span = end;
+                    }
+                } else {
+                    state.cacheable = 0;
+                }
+            }
+            return Some(value);
         }
     }
+    state.cacheable = 0;
     // SAFETY: reads user memory through the checked helper.
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
@@ -302,7 +474,13 @@ unsafe extern "C" fn frame(_index: u32, context: *mut c_void) -> i64 {
     let rule = row.rule;
     let from = match rule & 0xf {
         RULE_RSP => state.sp,
-        RULE_RBP => state.bp,
+        RULE_RBP => {
+            if state.bp_loaded == 0 {
+                // SAFETY: this CPU's record.
+                unsafe { (*walk.record).uses_bp = 1 };
+            }
+            state.bp
+        }
         RULE_STOP => return stop(state, StackEnd::Complete),
         _ => return stop(state, StackEnd::NoRule),
     };
@@ -320,6 +498,7 @@ unsafe extern "C" fn frame(_index: u32, context: *mut c_void) -> i64 {
             return stop(state, StackEnd::BadFrame);
         };
         state.bp = bp;
+        state.bp_loaded = 1;
     }
     state.sp = cfa;
     state.pc = return_address;

@@ -113,6 +113,8 @@ pub struct UnwindTables {
     processes: StdHashMap<u32, Published>,
     /// Processes whose request waits for [`REQUEST_INTERVAL`].
     pending: HashSet<u32>,
+    /// The generation of the last publication.
+    generation: u32,
 }
 
 impl std::fmt::Debug for UnwindTables {
@@ -143,6 +145,7 @@ impl UnwindTables {
             objects: StdHashMap::new(),
             processes: StdHashMap::new(),
             pending: HashSet::new(),
+            generation: 0,
         })
     }
 
@@ -186,9 +189,10 @@ impl UnwindTables {
                 self.objects.insert(key, object);
             }
         }
+        self.generation = self.generation.wrapping_add(1);
         let mut value = ProcMappings {
             len: current.len() as u32,
-            pad: 0,
+            generation: self.generation,
             starts: [i64::MAX as u64; MAX_EXEC_MAPPINGS],
             mappings: [ExecMapping::default(); MAX_EXEC_MAPPINGS],
         };
