@@ -39,11 +39,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::DaemonConfig;
-use crate::metrics;
 use crate::model::{ProbeHealth, ProcessView, Snapshot};
 use crate::report::folded::render_folded;
 use crate::report::{OutputFormat, Report, encode};
-use crate::store::{ReportStore, StoreError};
+use crate::serve::metrics;
+use crate::serve::store::{ReportStore, StoreError};
 
 /// Largest request body accepted; no route reads one.
 pub const MAX_BODY_BYTES: usize = 4096;

@@ -899,7 +899,7 @@ mod tests {
     use super::*;
 
     /// The commented default configuration.
-    const DEPLOY_CONFIG: &str = include_str!("../../deploy/config.toml");
+    const DEPLOY_CONFIG: &str = include_str!("../../../deploy/config.toml");
     const ORIGIN: &str = "/etc/leakmon/config.toml";
 
     /// The dotted keys of `value`'s leaves (arrays count as leaves).

@@ -18,13 +18,17 @@ use monitor_common::{
 };
 
 use crate::{
-    allocators::AllocatorObject,
-    procfs::ProcError,
-    regions::Regions,
     report::{Frame, ProbeSite, Report, StackReport, Totals},
-    symbolize::{ModuleHistory, Symbolizer},
-    tracer::{Detached, Tracer, TracerError},
-    trend::{self, LeakRule},
+    symbolize::symbolizer::{ModuleHistory, Symbolizer},
+    trace::{
+        allocators::AllocatorObject,
+        regions::Regions,
+        tracer::{Detached, Tracer, TracerError},
+    },
+    watch::{
+        procfs::ProcError,
+        trend::{self, LeakRule},
+    },
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
@@ -142,7 +146,7 @@ impl Session {
         let probes = tracer.attach(pid, objects, params.sample_rate)?;
         let mut session = Self {
             pid,
-            start_time_ticks: crate::procfs::read_stat(pid.get())
+            start_time_ticks: crate::watch::procfs::read_stat(pid.get())
                 .ok()
                 .map(|stat| stat.start_time_ticks),
             params,
