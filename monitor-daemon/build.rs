@@ -1,5 +1,5 @@
 //! Builds the kernel programs of `monitor-ebpf` for the BPF target with the stable toolchain and
-//! leaves the object in `OUT_DIR`, where `src/tracer.rs` embeds it into the `leakmon`
+//! leaves the object in `OUT_DIR`, where `src/trace/tracer.rs` embeds it into the `leakmon`
 //! binary.
 //!
 //! It runs the nested cargo itself rather than through aya-build, which echoes every line of

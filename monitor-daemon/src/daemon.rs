@@ -27,16 +27,19 @@ use tokio::{
 };
 
 use crate::{
-    allocators,
-    api::{self, ApiState, Command, TraceAccepted},
     config::{self, Config, ConfigError, TargetSelector, TraceConfig},
     model::{ProbeHealth, ProcessView, Snapshot},
-    session::{Session, SessionParams, monotonic_ns},
-    store::{ReportStore, StoreError},
-    symbolize::Symbolizer,
-    trace::{SWEEP_INTERVAL, SWEEP_MIN_AGE},
-    tracer::{self, MapLimits, Tracer, TracerError},
-    watch::Watcher,
+    serve::{
+        api::{self, ApiState, Command, TraceAccepted},
+        store::{ReportStore, StoreError},
+    },
+    symbolize::symbolizer::Symbolizer,
+    trace::{
+        allocators,
+        session::{Session, SessionParams, monotonic_ns},
+        tracer::{self, MapLimits, SWEEP_INTERVAL, SWEEP_MIN_AGE, Tracer, TracerError},
+    },
+    watch::watcher::Watcher,
 };
 
 /// Stacks kept in a daemon report.

@@ -9,15 +9,18 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use monitor_daemon::{
-    client::{Client, ReportFormat},
+    cli::{
+        client::{Client, ReportFormat},
+        oncall, top,
+        trace::{self, Target, TraceOptions},
+    },
     daemon::{self, RunOptions},
-    launch::ExitStatus,
-    oncall,
     report::{self, OutputFormat},
-    session::SessionParams,
-    top,
-    trace::{self, Target, TraceOptions},
-    tracer::{EmptyPlacement, MAX_SAMPLE_RATE, MapLimits},
+    trace::{
+        launch::ExitStatus,
+        session::SessionParams,
+        tracer::{EmptyPlacement, MAX_SAMPLE_RATE, MapLimits},
+    },
 };
 
 /// An eBPF memory-leak monitor for Linux hosts.

@@ -1194,7 +1194,7 @@ impl Daemon {
     }
 
     /// `GET /api/v1/status`.
-    pub fn status(&self) -> monitor_daemon::api::Status {
+    pub fn status(&self) -> monitor_daemon::serve::api::Status {
         self.get_json("/api/v1/status")
     }
 

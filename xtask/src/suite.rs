@@ -373,11 +373,11 @@ mod tests {
     }
 
     /// Every query of the Grafana dashboard and of the alert rules reads only metrics the
-    /// daemon exports (monitor-daemon/src/metrics.rs), and every alert's runbook link points
-    /// at a heading of docs/runbook.md.
+    /// daemon exports (monitor-daemon/src/serve/metrics.rs), and every alert's runbook link
+    /// points at a heading of docs/runbook.md.
     #[test]
     fn dashboard_and_alerts_use_exported_metrics() {
-        let exported = read("monitor-daemon/src/metrics.rs");
+        let exported = read("monitor-daemon/src/serve/metrics.rs");
         // Series Prometheus itself makes: the scrape's health and the alerts' state.
         let prometheus = ["up", "ALERTS"];
         let dashboard = read("deploy/grafana/leakmon.json");
@@ -397,7 +397,7 @@ mod tests {
                 assert!(
                     prometheus.contains(&name.as_str())
                         || exported.contains(&format!("\"{name}\"")),
-                    "`{expr}` reads `{name}`, which monitor-daemon/src/metrics.rs does not export"
+                    "`{expr}` reads `{name}`, which monitor-daemon/src/serve/metrics.rs does not export"
                 );
             }
         }

@@ -4,6 +4,10 @@
 //! submodules encode it as text for a terminal, flame-graph folded stacks and gzipped pprof
 //! `profile.proto`. The JSON form is the serde encoding of [`Report`] and is a contract: other
 //! tools and the end-to-end tests read it.
+//!
+//! The report layer is used by every layer above it (the symbolizer's frames, the tracer's
+//! sessions, the server, the command line) and uses nothing else of the crate: a report is
+//! plain data, whoever produced it.
 
 pub mod folded;
 pub mod pprof;

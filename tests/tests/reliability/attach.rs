@@ -7,7 +7,7 @@ use std::sync::MutexGuard;
 use std::time::Duration;
 
 use leakmon_tests::{BackgroundProcess, serial, wait_for};
-use monitor_daemon::{
+use monitor_daemon::trace::{
     allocators::{self, AllocatorObject},
     tracer::{MapLimits, Tracer, TracerError},
 };

@@ -1,7 +1,7 @@
 //! Finds what to probe in a target: the allocator entry points (libc's `malloc` family and
 //! libstdc++'s `operator new` family) defined by an ELF object, the objects mapped by a running
 //! process that define any, and the objects a command will load before it runs. Each entry point
-//! gets a probe placement from [`crate::placement`] and the file offset to attach it at.
+//! gets a probe placement from [`crate::trace::placement`] and the file offset to attach it at.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -18,8 +18,8 @@ use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, SymbolKind};
 use thiserror::Error;
 
-use crate::placement::choose_probe_offset;
-use crate::procfs::{self, MapEntry, ProcError};
+use crate::trace::placement::choose_probe_offset;
+use crate::watch::procfs::{self, MapEntry, ProcError};
 
 /// The entry points leakmon probes, by symbol name. Where several share an address the first one
 /// listed names the site. The C++ `operator new` variants all take the size first, like `malloc`

@@ -12,7 +12,7 @@ use std::fs;
 use monitor_common::Stat;
 
 use crate::model::{ProcessView, Reason, Snapshot};
-use crate::procfs;
+use crate::watch::procfs;
 
 /// The reasons, in the order their series are written.
 const REASONS: [Reason; 3] = [Reason::Rss, Reason::Vsz, Reason::Fds];

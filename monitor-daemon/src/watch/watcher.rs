@@ -1,7 +1,8 @@
 //! The always-on process watcher (no eBPF): it samples every process on the host each
 //! interval, keeps a bounded history per process identity (pid and start time), fits robust
-//! trends to each process's RSS, VSZ and open descriptors with [`crate::trend`], decides which
-//! processes are suspected of leaking and forecasts when the growing resource runs out.
+//! trends to each process's RSS, VSZ and open descriptors with [`crate::watch::trend`],
+//! decides which processes are suspected of leaking and forecasts when the growing resource
+//! runs out.
 //!
 //! # The rule
 //!
@@ -44,8 +45,8 @@ use thiserror::Error;
 
 use crate::config::WatchConfig;
 use crate::model::{ProcessView, Reason};
-use crate::procfs::{self, Pid, ProcError, Stat, Status};
-use crate::trend::{self, LeakRule};
+use crate::watch::procfs::{self, Pid, ProcError, Stat, Status};
+use crate::watch::trend::{self, LeakRule};
 
 /// Largest number of samples kept per process, whatever the configuration says.
 const MAX_HISTORY: usize = 1024;

@@ -14,9 +14,9 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
-use crate::client::{Client, ClientError, ReportFormat, TraceStarted};
+use crate::cli::client::{Client, ClientError, ReportFormat, TraceStarted};
+use crate::cli::oncall::{forecast_text, human_count_rate, human_duration};
 use crate::model::ProcessView;
-use crate::oncall::{forecast_text, human_count_rate, human_duration};
 use crate::report::text::{human_bytes, human_rate};
 
 /// Length of the trace the `t` key starts.

@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 use blazesym::symbolize::source::{Elf, Source};
 use blazesym::symbolize::{self as bz, Input, Symbolized};
 
-use crate::procfs::{MapEntry, Pid};
 use crate::report::Frame;
+use crate::watch::procfs::{MapEntry, Pid};
 
 /// How to open a mapped file later.
 #[derive(Debug)]
@@ -437,7 +437,7 @@ fn frames_of(address: u64, module: &str, sym: &bz::Sym<'_>) -> Vec<Frame> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::procfs;
+    use crate::watch::procfs;
 
     use std::ffi::{CStr, CString};
     use std::process::Command;
@@ -473,13 +473,13 @@ mod tests {
         assert_eq!(frame.address, addr);
         assert_eq!(
             frame.symbol.as_deref(),
-            Some("monitor_daemon::symbolize::tests::marker_function")
+            Some("monitor_daemon::symbolize::symbolizer::tests::marker_function")
         );
         let exe = std::env::current_exe().unwrap();
         assert_eq!(frame.module.as_deref(), exe.to_str());
         let file = frame.file.as_deref().unwrap();
         assert!(
-            file.starts_with('/') && file.ends_with("src/symbolize.rs"),
+            file.starts_with('/') && file.ends_with("src/symbolize/symbolizer.rs"),
             "{file}"
         );
         assert_eq!(frame.line, Some(MARKER_LINE));

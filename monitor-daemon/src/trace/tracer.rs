@@ -12,7 +12,7 @@
 //! calls the tracing path, are refused by some kernels, this development VM's among them.)
 
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::Path};
+use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::Path, time::Duration};
 
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
@@ -30,17 +30,22 @@ use monitor_common::{
     WEIGHT_ONE, WalkKey,
 };
 
-use crate::allocators::AllocatorObject;
-use crate::procfs::MapEntry;
 use crate::report::ProbeSite;
-use crate::tracefs;
-use crate::unwind::tables::{TablesError, TablesUsage, UnwindTables};
+use crate::trace::allocators::AllocatorObject;
+use crate::trace::tracefs;
+use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables};
+use crate::watch::procfs::MapEntry;
 
 /// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/monitor"));
 
 /// Largest accepted `--sample-rate`: keeps `rate * 16` far from overflowing in the kernel.
 pub const MAX_SAMPLE_RATE: u64 = 1 << 40;
+
+/// How often the kernel's entries of freed allocations are swept, and how old they must be.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// See [`SWEEP_INTERVAL`].
+pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// The memory-mapping system-call tracepoints (programs named as their events in the
 /// `syscalls` category).
@@ -169,7 +174,7 @@ pub enum TracerError {
         /// The process.
         pid: u32,
         /// Why.
-        source: crate::procfs::ProcError,
+        source: crate::watch::procfs::ProcError,
     },
     /// The sample rate is out of range.
     #[error("--sample-rate must be at most {MAX_SAMPLE_RATE} bytes (got {0})")]
@@ -1025,8 +1030,8 @@ fn refuse_seccomp_uretprobes(pid: u32) -> Result<(), TracerError> {
     if !uretprobe_uses_syscall(&kernel) {
         return Ok(());
     }
-    let mode =
-        crate::procfs::seccomp_mode(pid).map_err(|source| TracerError::Seccomp { pid, source })?;
+    let mode = crate::watch::procfs::seccomp_mode(pid)
+        .map_err(|source| TracerError::Seccomp { pid, source })?;
     if mode == 2 {
         let refusal = TracerError::SeccompUretprobe { pid, kernel };
         log::warn!("{refusal}");

@@ -18,13 +18,17 @@ use monitor_common::{
 };
 
 use crate::{
-    allocators::AllocatorObject,
-    procfs::{self, ProcError},
-    regions::Regions,
     report::{Frame, ProbeSite, Report, StackReport, Totals},
-    symbolize::{ModuleHistory, Symbolizer},
-    tracer::{Detached, Tracer, TracerError},
-    trend::{self, LeakRule},
+    symbolize::symbolizer::{ModuleHistory, Symbolizer},
+    trace::{
+        allocators::AllocatorObject,
+        regions::Regions,
+        tracer::{Detached, Tracer, TracerError},
+    },
+    watch::{
+        procfs::{self, ProcError},
+        trend::{self, LeakRule},
+    },
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.

@@ -14,21 +14,21 @@ use log::info;
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
-    allocators::{self, AllocatorError, AllocatorObject},
-    launch::{self, ExitStatus, HeldChild, LaunchError, RunningChild},
-    procfs::{self, ProcError},
     report::Report,
-    session::{Session, SessionParams},
-    symbolize::Symbolizer,
-    tracer::{self, EmptyPlacement, MapLimits, Tracer, TracerError},
+    symbolize::symbolizer::Symbolizer,
+    trace::{
+        allocators::{self, AllocatorError, AllocatorObject},
+        launch::{self, ExitStatus, HeldChild, LaunchError, RunningChild},
+        session::{Session, SessionParams},
+        tracer::{
+            self, EmptyPlacement, MapLimits, SWEEP_INTERVAL, SWEEP_MIN_AGE, Tracer, TracerError,
+        },
+    },
+    watch::procfs::{self, ProcError},
 };
 
 /// How long a command gets to exit after SIGTERM at the end of the window.
 const TERMINATE_GRACE: Duration = Duration::from_secs(2);
-/// How often the kernel's entries of freed allocations are swept, and how old they must be.
-pub const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
-/// See [`SWEEP_INTERVAL`].
-pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// What to trace.
 #[derive(Debug, Clone)]
@@ -157,7 +157,7 @@ pub async fn trace(
                 }
             }
             _ = sweeper.tick() => {
-                let before = crate::session::monotonic_ns()
+                let before = crate::trace::session::monotonic_ns()
                     .saturating_sub(SWEEP_MIN_AGE.as_nanos() as u64);
                 tracer.sweep_tombstones(before)?;
             }

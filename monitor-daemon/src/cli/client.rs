@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::api::Token;
 use crate::model::ProcessView;
 use crate::report::OutputFormat;
+use crate::serve::api::Token;
 
 /// How long connecting to the daemon may take by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -22,7 +22,7 @@ use monitor_common::{ExecMapping, MAX_EXEC_MAPPINGS, ProcMappings, UnwindRow};
 use object::{Object as _, ObjectSegment as _};
 
 use super::rows::{self, Source};
-use crate::procfs::{self, MapEntry, ProcError};
+use crate::watch::procfs::{self, MapEntry, ProcError};
 
 /// How long an object no traced process maps keeps its rows.
 const IDLE_LIFETIME: Duration = Duration::from_secs(60);

@@ -3,7 +3,7 @@
 //! programs follow, and [`tables`] keeps those rows and each traced process's executable
 //! mappings in the kernel maps.
 //!
-//! May use procfs and the shared types of `monitor-common`; used by the tracer.
+//! May use `watch::procfs` and the shared types of `monitor-common`; used by the tracer.
 
 pub mod rows;
 pub mod tables;

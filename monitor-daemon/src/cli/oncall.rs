@@ -10,11 +10,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
 
-use crate::api::{AccessError, Token};
-use crate::client::{Client, ClientError, ReportFormat};
+use crate::cli::client::{Client, ClientError, ReportFormat};
 use crate::config::{self, ConfigError};
 use crate::model::{ProcessView, Reason};
 use crate::report::text::{human_bytes, human_rate};
+use crate::serve::api::{AccessError, Token};
 
 /// The configuration the packaged unit runs the daemon with; the on-call commands read the
 /// daemon's address and token file from it when it exists and no `--config` is given.
