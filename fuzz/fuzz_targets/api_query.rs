@@ -72,6 +72,7 @@ fn stack(bytes: u64, leaking: bool, symbols: &[&str]) -> StackReport {
                 inlined: false,
             })
             .collect(),
+        ..StackReport::default()
     }
 }
 

@@ -1578,6 +1578,7 @@ mod tests {
                     inlined: false,
                 })
                 .collect(),
+            ..StackReport::default()
         }
     }
 

@@ -2,7 +2,7 @@
 //! inferno and speedscope): one line per stack, frames outermost first joined by `;`, a space,
 //! and the stack's outstanding bytes.
 
-use super::text::basename;
+use super::text::{TRUNCATED, basename};
 use super::{Frame, Report};
 
 /// Renders every stack of `report` holding outstanding bytes as one folded line, in the order of
@@ -10,15 +10,21 @@ use super::{Frame, Report};
 pub fn render_folded(report: &Report) -> String {
     let mut out = String::new();
     for stack in report.stacks.iter().filter(|s| s.bytes > 0) {
-        if stack.frames.is_empty() {
-            out.push_str("[unknown]");
+        let mut names = Vec::with_capacity(stack.frames.len() + 1);
+        if stack.truncated {
+            names.push(TRUNCATED.to_owned());
         }
-        for (i, frame) in stack.frames.iter().rev().enumerate() {
-            if i > 0 {
-                out.push(';');
-            }
-            out.push_str(&sanitize(&frame_name(frame)));
+        names.extend(
+            stack
+                .frames
+                .iter()
+                .rev()
+                .map(|frame| sanitize(&frame_name(frame))),
+        );
+        if names.is_empty() {
+            names.push("[unknown]".to_owned());
         }
+        out.push_str(&names.join(";"));
         out.push(' ');
         out.push_str(&stack.bytes.to_string());
         out.push('\n');
@@ -63,6 +69,7 @@ mod tests {
                 oldest_age_seconds: 0.0,
                 leaking: false,
                 frames,
+                ..StackReport::default()
             })
             .collect();
         crate::testing::report(1, "app", stacks)
@@ -94,6 +101,19 @@ mod tests {
             ],
         )]);
         assert_eq!(render_folded(&r), "[unknown];0xdeadbeef (libc.so.6) 8\n");
+    }
+
+    #[test]
+    fn a_truncated_stack_starts_at_a_marked_frame() {
+        let mut r = report(vec![(
+            8,
+            vec![
+                frame(0x10, Some("leaf"), None),
+                frame(0x20, Some("caller"), None),
+            ],
+        )]);
+        r.stacks[0].truncated = true;
+        assert_eq!(render_folded(&r), "[truncated];caller;leaf 8\n");
     }
 
     #[test]

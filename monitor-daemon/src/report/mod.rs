@@ -168,7 +168,7 @@ pub struct Totals {
 }
 
 /// The outstanding memory of one allocating stack.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StackReport {
     /// Outstanding bytes at the end of the window.
     pub bytes: u64,
@@ -182,6 +182,12 @@ pub struct StackReport {
     pub leaking: bool,
     /// Frames, innermost (the allocator's caller) first.
     pub frames: Vec<Frame>,
+    /// The stack walk stopped before the outermost frame (no unwind rule for the next frame,
+    /// code in no known mapping, unreadable stack, or too deep): the frames are the innermost
+    /// ones, and the stack's callers are missing. The report's `events` count the walks cut
+    /// short by reason (`stacks_truncated_*`).
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// One frame of a stack. An address that maps to inlined functions yields one frame per
@@ -215,6 +221,7 @@ mod tests {
             oldest_age_seconds: 1.0,
             leaking: true,
             frames: vec![crate::testing::frame(0x10, Some("f"), None)],
+            ..StackReport::default()
         };
         Report {
             duration_seconds: 2.0,

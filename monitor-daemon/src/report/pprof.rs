@@ -22,6 +22,7 @@ use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use prost::Message;
 
+use super::text::TRUNCATED;
 use super::{Frame, Report};
 
 /// A profile (`perftools.profiles.Profile`).
@@ -247,32 +248,53 @@ fn build_profile(report: &Report) -> Profile {
     let period_type = builder.value_type("space", "bytes");
     let leaking_key = builder.strings.intern("leaking");
     let growth_key = builder.strings.intern("growth_bytes_per_second");
+    let truncated_key = builder.strings.intern("truncated");
+    // The outermost frame of a stack whose walk stopped early, as in the folded rendering.
+    let truncated_frame = [Frame {
+        address: 0,
+        symbol: Some(TRUNCATED.to_owned()),
+        module: None,
+        file: None,
+        line: None,
+        inlined: false,
+    }];
 
     let mut samples = Vec::with_capacity(report.stacks.len());
     for stack in &report.stacks {
-        let location_id = group_frames(&stack.frames)
+        let mut location_id: Vec<u64> = group_frames(&stack.frames)
             .into_iter()
             .map(|group| builder.location(group))
             .collect();
+        if stack.truncated {
+            location_id.push(builder.location(&truncated_frame));
+        }
         let leaking = builder
             .strings
             .intern(if stack.leaking { "true" } else { "false" });
+        let mut label = vec![
+            Label {
+                key: leaking_key,
+                str: leaking,
+                ..Label::default()
+            },
+            Label {
+                key: growth_key,
+                // `as` saturates, and maps NaN to 0.
+                num: stack.growth_bytes_per_second.round() as i64,
+                ..Label::default()
+            },
+        ];
+        if stack.truncated {
+            label.push(Label {
+                key: truncated_key,
+                str: builder.strings.intern("true"),
+                ..Label::default()
+            });
+        }
         samples.push(Sample {
             location_id,
             value: vec![saturate(stack.allocations), saturate(stack.bytes)],
-            label: vec![
-                Label {
-                    key: leaking_key,
-                    str: leaking,
-                    ..Label::default()
-                },
-                Label {
-                    key: growth_key,
-                    // `as` saturates, and maps NaN to 0.
-                    num: stack.growth_bytes_per_second.round() as i64,
-                    ..Label::default()
-                },
-            ],
+            label,
         });
     }
 
@@ -528,6 +550,7 @@ mod tests {
             oldest_age_seconds: 12.0,
             leaking,
             frames,
+            ..StackReport::default()
         };
         Report {
             duration_seconds: 30.5,
@@ -646,6 +669,24 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn a_truncated_stack_ends_in_a_marked_frame_and_label() {
+        let mut report = report();
+        report.stacks[0].truncated = true;
+        let profile = decode_pprof(&encode_pprof(&report).unwrap()).unwrap();
+        let resolved = resolve(&profile);
+        let outermost = resolved[0].frames.last().and_then(|f| f.symbol.clone());
+        assert_eq!(outermost.as_deref(), Some(TRUNCATED));
+        assert_eq!(resolved[0].frames.len(), report.stacks[0].frames.len() + 1);
+        let truncated = |sample: &Sample| {
+            sample.label.iter().any(|l| {
+                string(&profile, l.key) == "truncated" && string(&profile, l.str) == "true"
+            })
+        };
+        assert!(truncated(&profile.sample[0]));
+        assert!(!truncated(&profile.sample[1]));
     }
 
     #[test]

@@ -103,7 +103,14 @@ fn write_stack(out: &mut String, rank: usize, stack: &StackReport) {
     for frame in &stack.frames {
         let _ = writeln!(out, "    {}", frame_line(frame));
     }
+    if stack.truncated {
+        let _ = writeln!(out, "    {TRUNCATED} (the stack walk stopped here)");
+    }
 }
+
+/// How a stack whose walk stopped before its outermost frame is marked (the outermost frame of
+/// the folded, SVG and pprof renderings).
+pub const TRUNCATED: &str = "[truncated]";
 
 /// One frame as `symbol (file:line) [module]`, or `0x... [module]` without a symbol; inlined
 /// frames start with `(inlined)`.
@@ -203,6 +210,7 @@ mod tests {
             oldest_age_seconds: 42.3,
             leaking,
             frames,
+            ..StackReport::default()
         }
     }
 
@@ -341,6 +349,18 @@ mod tests {
         let mut with_file = frame(0x10, Some("f"), None);
         with_file.file = Some("a.c".to_owned());
         assert_eq!(frame_line(&with_file), "f (a.c)");
+    }
+
+    #[test]
+    fn a_truncated_stack_says_so_after_its_frames() {
+        let mut truncated = stack(8, 0.0, false, vec![frame(0x10, Some("leaf"), None)]);
+        truncated.truncated = true;
+        let mut out = String::new();
+        write_stack(&mut out, 1, &truncated);
+        assert!(
+            out.ends_with("    leaf\n    [truncated] (the stack walk stopped here)\n"),
+            "{out}"
+        );
     }
 
     #[test]

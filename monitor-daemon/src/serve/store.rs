@@ -412,6 +412,7 @@ mod tests {
                     line: None,
                     inlined: false,
                 }],
+                ..StackReport::default()
             })
             .collect();
         Report {

@@ -14,7 +14,7 @@ use std::{
 
 use log::debug;
 use monitor_common::{
-    AllocInfo, BRK_NESTED, Event, EventKind, STAT_COUNT, StackStats, Stat, WEIGHT_ONE,
+    AllocInfo, BRK_NESTED, Event, EventKind, STAT_COUNT, StackEnd, StackStats, Stat, WEIGHT_ONE,
 };
 
 use crate::{
@@ -336,22 +336,23 @@ impl Session {
             }
         }
 
-        // Group kernel stacks by their normalized frames.
-        let mut groups: BTreeMap<Vec<FrameKey>, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        // Group kernel stacks by their normalized frames (and whether their walk was cut short).
+        let mut groups: BTreeMap<(Vec<FrameKey>, bool), (Vec<u64>, Vec<u64>)> = BTreeMap::new();
         let stack_ids: Vec<u64> = outstanding
             .keys()
             .chain(self.series.bytes.keys())
             .copied()
             .collect();
         for stack_id in stack_ids {
-            let frames = if stack_id == 0 {
-                Vec::new()
-            } else {
-                tracer
+            // Without a stack (none captured, or no longer in the kernel's map), nothing of
+            // the allocations' callers is known: a stack cut short at once.
+            let (frames, end) = match stack_id {
+                0 => (Vec::new(), StackEnd::NoMapping),
+                _ => tracer
                     .stack_frames(pid, stack_id)
-                    .map(|(frames, _)| frames)
-                    .unwrap_or_default()
+                    .unwrap_or((Vec::new(), StackEnd::NoMapping)),
             };
+            let truncated = end != StackEnd::Complete;
             let key: Vec<FrameKey> = frames
                 .iter()
                 .map(|&address| match self.history.normalize(address) {
@@ -359,7 +360,9 @@ impl Session {
                     None => FrameKey::Address(address),
                 })
                 .collect();
-            let group = groups.entry(key).or_insert_with(|| (frames, Vec::new()));
+            let group = groups
+                .entry((key, truncated))
+                .or_insert_with(|| (frames, Vec::new()));
             if !group.1.contains(&stack_id) {
                 group.1.push(stack_id);
             }
@@ -368,7 +371,7 @@ impl Session {
         let rule = LeakRule::default();
         let mut stacks = Vec::new();
         let mut totals = Totals::default();
-        for (frames, members) in groups.values() {
+        for ((_, truncated), (frames, members)) in &groups {
             let mut sum = Outstanding::default();
             let mut series = vec![0.0; self.series.times.len()];
             for member in members {
@@ -400,6 +403,7 @@ impl Session {
                         .map_or(0.0, |oldest| now_ns.saturating_sub(oldest) as f64 / 1e9),
                     leaking: assessment.leaking,
                     frames: Vec::new(),
+                    truncated: *truncated,
                 },
             ));
         }

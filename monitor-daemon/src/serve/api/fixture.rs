@@ -90,6 +90,7 @@ pub(super) fn stack(bytes: u64, leaking: bool, symbols: &[&str]) -> StackReport 
         oldest_age_seconds: 5.0,
         leaking,
         frames: symbols.iter().map(|s| frame(s)).collect(),
+        ..StackReport::default()
     }
 }
 
