@@ -112,6 +112,10 @@ enum FrameKey {
     Address(u64),
 }
 
+/// A group of kernel stacks in a report: their normalized frames, and whether their walk was
+/// cut short.
+type GroupKey = (Vec<FrameKey>, bool);
+
 /// One traced process.
 #[derive(Debug)]
 pub struct Session {
@@ -337,7 +341,7 @@ impl Session {
         }
 
         // Group kernel stacks by their normalized frames (and whether their walk was cut short).
-        let mut groups: BTreeMap<(Vec<FrameKey>, bool), (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        let mut groups: BTreeMap<GroupKey, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
         let stack_ids: Vec<u64> = outstanding
             .keys()
             .chain(self.series.bytes.keys())
