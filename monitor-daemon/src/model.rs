@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// Why a process is suspected of leaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Resident memory keeps growing.
     Rss,
@@ -15,15 +15,91 @@ pub enum Reason {
     Vsz,
     /// Open file descriptors keep growing.
     Fds,
+    /// Threads keep growing.
+    Threads,
+    /// A resource (named by the other reasons) grows fast enough to run out within
+    /// `watch.imminent_seconds`: suspected within a few samples, without the persistence rules.
+    ExhaustionImminent,
 }
 
 impl Reason {
-    /// The lowercase name used in JSON and metric labels.
+    /// Every reason, in the order metrics list them.
+    pub const ALL: [Reason; 5] = [
+        Reason::Rss,
+        Reason::Vsz,
+        Reason::Fds,
+        Reason::Threads,
+        Reason::ExhaustionImminent,
+    ];
+
+    /// The snake_case name used in JSON and metric labels.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Rss => "rss",
             Self::Vsz => "vsz",
             Self::Fds => "fds",
+            Self::Threads => "threads",
+            Self::ExhaustionImminent => "exhaustion_imminent",
+        }
+    }
+}
+
+/// Which limit a resource runs into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    /// cgroup v2 `memory.max`.
+    CgroupV2Max,
+    /// cgroup v2 `memory.high` (the kernel throttles and reclaims hard above it).
+    CgroupV2High,
+    /// cgroup v1 `memory.limit_in_bytes`.
+    CgroupV1,
+    /// cgroup v1 `memory.memsw.limit_in_bytes` (memory and swap together).
+    CgroupV1Memsw,
+    /// The host's available memory and free swap.
+    HostMemory,
+    /// cgroup v2 `pids.max`.
+    CgroupV2Pids,
+    /// cgroup v1 `pids.max`.
+    CgroupV1Pids,
+    /// The host's `kernel.threads-max`.
+    HostThreads,
+}
+
+impl LimitKind {
+    /// The limit's name for people and logs.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Self::CgroupV2Max => "memory.max",
+            Self::CgroupV2High => "memory.high",
+            Self::CgroupV1 => "memory.limit_in_bytes",
+            Self::CgroupV1Memsw => "memory.memsw.limit_in_bytes",
+            Self::HostMemory => "the host's memory and swap",
+            Self::CgroupV2Pids | Self::CgroupV1Pids => "pids.max",
+            Self::HostThreads => "kernel.threads-max",
+        }
+    }
+}
+
+/// A limit a resource runs into, and the room left below it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limit {
+    /// Which limit.
+    pub kind: LimitKind,
+    /// The cgroup that sets it (a path from its hierarchy's root), for a cgroup limit.
+    pub cgroup: Option<String>,
+    /// The limit: bytes for memory, threads for threads.
+    pub limit: u64,
+    /// What is left below it (with what the kernel can reclaim or swap out).
+    pub remaining: u64,
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind.describe())?;
+        match &self.cgroup {
+            Some(cgroup) => write!(f, " of {cgroup}"),
+            None => Ok(()),
         }
     }
 }
@@ -60,13 +136,19 @@ pub struct ProcessView {
     pub vsz_growth_bytes_per_second: f64,
     /// Robust growth of open file descriptors over the watch window.
     pub fd_growth_per_second: f64,
+    /// Threads' growth over the watch window, per second.
+    #[serde(default)]
+    pub thread_growth_per_second: f64,
     /// Whether the process is suspected of leaking.
     pub suspected: bool,
     /// Why (empty unless suspected).
     pub reasons: Vec<Reason>,
-    /// Seconds until the growing resource runs out (the cgroup memory limit, MemAvailable when
-    /// unlimited, or the open-files limit), when it is growing.
+    /// Seconds until the growing resource runs out (the tightest memory limit, the open-files
+    /// limit or the thread limit), when it is growing.
     pub seconds_until_exhaustion: Option<f64>,
+    /// The tightest memory limit, as last read (it is read while the process's memory grows).
+    #[serde(default)]
+    pub memory_limit: Option<Limit>,
     /// Whether the allocation tracer is attached to it now.
     pub traced: bool,
     /// Outstanding bytes the tracer sees, while traced.

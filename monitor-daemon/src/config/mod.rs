@@ -92,6 +92,14 @@ pub struct WatchConfig {
     /// The growth over the trend's span must also be at least this fraction of the current
     /// value. Default 0.05.
     pub min_relative_growth: f64,
+    /// Smallest growth of threads that can raise a suspicion. Default 0.5/s.
+    pub min_thread_growth_per_second: f64,
+    /// A resource forecast to run out within this many seconds can make its process suspected
+    /// within a few samples (`exhaustion_imminent`). Default 300.
+    pub imminent_seconds: f64,
+    /// ... once its current run of growth has used at least this fraction of the room it
+    /// started with. Default 0.2.
+    pub imminent_min_fraction: f64,
 }
 
 impl Default for WatchConfig {
@@ -106,6 +114,9 @@ impl Default for WatchConfig {
             min_vsz_growth_bytes_per_second: 1_048_576.0,
             min_fd_growth_per_second: 0.5,
             min_relative_growth: 0.05,
+            min_thread_growth_per_second: 0.5,
+            imminent_seconds: 300.0,
+            imminent_min_fraction: 0.2,
         }
     }
 }
@@ -149,6 +160,10 @@ pub struct TraceConfig {
     pub max_allocations: u32,
     /// Capacity of the kernel's stacks map. Default 32768.
     pub max_stacks: u32,
+    /// Seconds between the interim reports of a trace of a process whose exhaustion is
+    /// imminent: its report is stored this often during the window, not only at its end, so
+    /// that the evidence is on disk when the OOM killer strikes. Default 10.
+    pub report_refresh_seconds: f64,
 }
 
 impl Default for TraceConfig {
@@ -165,6 +180,7 @@ impl Default for TraceConfig {
             targets: Vec::new(),
             max_allocations: 262_144,
             max_stacks: 32_768,
+            report_refresh_seconds: 10.0,
         }
     }
 }
@@ -555,7 +571,8 @@ mod tests {
             "/etc/leakmon/config.toml: unknown key `watch.intervall` (allowed here: \
              interval_seconds, window_seconds, min_trend_seconds, min_process_age_seconds, \
              persistence, min_rss_growth_bytes_per_second, min_vsz_growth_bytes_per_second, \
-             min_fd_growth_per_second, min_relative_growth)"
+             min_fd_growth_per_second, min_relative_growth, min_thread_growth_per_second, \
+             imminent_seconds, imminent_min_fraction)"
         );
         assert_eq!(
             errors[5].to_string(),

@@ -81,10 +81,14 @@ impl Config {
                 min_vsz_growth_bytes_per_second,
                 min_fd_growth_per_second,
                 min_relative_growth,
+                min_thread_growth_per_second,
+                imminent_seconds,
+                imminent_min_fraction,
             } = watch;
             push_settings!(list, "watch": interval_seconds, window_seconds, min_trend_seconds,
                 min_process_age_seconds, persistence, min_rss_growth_bytes_per_second,
-                min_vsz_growth_bytes_per_second, min_fd_growth_per_second, min_relative_growth);
+                min_vsz_growth_bytes_per_second, min_fd_growth_per_second, min_relative_growth,
+                min_thread_growth_per_second, imminent_seconds, imminent_min_fraction);
         }
         {
             let TraceConfig {
@@ -99,10 +103,11 @@ impl Config {
                 targets,
                 max_allocations,
                 max_stacks,
+                report_refresh_seconds,
             } = trace;
             push_settings!(list, "trace": auto, window_seconds, interval_seconds, max_concurrent,
                 cooldown_seconds, max_events_per_second, sample_rate, all_processes, targets,
-                max_allocations, max_stacks);
+                max_allocations, max_stacks, report_refresh_seconds);
         }
         {
             let ReportsConfig {

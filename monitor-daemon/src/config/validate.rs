@@ -158,6 +158,22 @@ impl Config {
                 )
             },
         )?;
+        not_negative(
+            "watch.min_thread_growth_per_second",
+            watch.min_thread_growth_per_second,
+            "threads per second",
+        )?;
+        not_negative("watch.imminent_seconds", watch.imminent_seconds, "seconds")?;
+        ensure(
+            (0.0..=1.0).contains(&watch.imminent_min_fraction),
+            "watch.imminent_min_fraction",
+            || {
+                format!(
+                    "must be a fraction from 0 to 1 (got {})",
+                    watch.imminent_min_fraction
+                )
+            },
+        )?;
 
         positive_seconds("trace.window_seconds", trace.window_seconds)?;
         positive_seconds("trace.interval_seconds", trace.interval_seconds)?;
@@ -173,6 +189,7 @@ impl Config {
         )?;
         at_least("trace.max_concurrent", trace.max_concurrent, 1)?;
         positive_seconds("trace.cooldown_seconds", trace.cooldown_seconds)?;
+        positive_seconds("trace.report_refresh_seconds", trace.report_refresh_seconds)?;
         let events = trace.max_events_per_second;
         ensure(
             events.is_finite() && events > 0.0,

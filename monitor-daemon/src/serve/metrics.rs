@@ -14,9 +14,6 @@ use monitor_common::Stat;
 use crate::model::{ProcessView, Reason, Snapshot};
 use crate::watch::procfs;
 
-/// The reasons, in the order their series are written.
-const REASONS: [Reason; 3] = [Reason::Rss, Reason::Vsz, Reason::Fds];
-
 /// Renders `snapshot` in the Prometheus text format. Only the first `max_process_series`
 /// processes (the snapshot is ordered most relevant first) get per-process series.
 pub fn render(snapshot: &Snapshot, max_process_series: usize) -> String {
@@ -111,7 +108,7 @@ pub fn traced_count(snapshot: &Snapshot) -> usize {
 /// A per-process gauge: its name, its help, and the value of a process (`None`: no sample).
 type ProcessFamily = (&'static str, &'static str, fn(&ProcessView) -> Option<f64>);
 
-const PROCESS_FAMILIES: [ProcessFamily; 13] = [
+const PROCESS_FAMILIES: [ProcessFamily; 14] = [
     ("leakmon_process_rss_bytes", "Resident set size.", |p| {
         Some(p.rss_bytes as f64)
     }),
@@ -146,6 +143,11 @@ const PROCESS_FAMILIES: [ProcessFamily; 13] = [
         "leakmon_process_open_fds_growth_per_second",
         "Robust growth of the open file descriptors over the watch window.",
         |p| Some(p.fd_growth_per_second),
+    ),
+    (
+        "leakmon_process_threads_growth_per_second",
+        "Robust growth of the threads over the watch window.",
+        |p| Some(p.thread_growth_per_second),
     ),
     (
         "leakmon_process_leak_suspected",
@@ -184,11 +186,12 @@ fn process_families(out: &mut Exposition, processes: &[ProcessView]) {
     out.family(
         name,
         "gauge",
-        "1 for each reason the process is suspected of leaking (rss, vsz, fds), else 0.",
+        "1 for each reason the process is suspected of leaking (rss, vsz, fds, threads, \
+         exhaustion_imminent), else 0.",
     );
     for process in processes {
         let pid = process.pid.to_string();
-        for reason in REASONS {
+        for reason in Reason::ALL {
             let mut labels = process_labels(process, &pid).to_vec();
             labels.push(("reason", reason.as_str()));
             out.sample(name, &labels, flag(process.reasons.contains(&reason)));

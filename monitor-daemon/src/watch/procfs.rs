@@ -1,7 +1,7 @@
 //! Reading `/proc`: memory maps, command name, memory status, open descriptors, start time,
-//! cgroup, systemd unit and open-files limit of a process, the one-read summary of
-//! `/proc/PID/stat`, the list of processes, the host's uptime and available memory, and the
-//! system's page size and clock tick.
+//! systemd unit (from a cgroup path) and open-files limit of a process, the one-read summary of
+//! `/proc/PID/stat`, the list of processes, the host's uptime, and the system's page size and
+//! clock tick. The cgroups and limits are read by [`crate::watch::limits`].
 //!
 //! Every reader has a pure parser taking the file's text (`parse_*`), so the formats are tested
 //! on literal samples. A process that exits while it is being read gives [`ProcError::Gone`].
@@ -218,13 +218,6 @@ pub fn start_time_ticks(pid: Pid) -> Result<u64, ProcError> {
     parse_stat_start_time(&text).map_err(|e| e.at(&path))
 }
 
-/// Reads the process's cgroup in the unified (v2) hierarchy, e.g.
-/// `/system.slice/nginx.service`; `None` when the host has no unified hierarchy.
-pub fn cgroup_path(pid: Pid) -> Result<Option<String>, ProcError> {
-    let (_, text) = read_text(pid, "cgroup")?;
-    Ok(parse_cgroup(&text))
-}
-
 /// The seccomp mode of the process (`Seccomp:` of `/proc/PID/status`): 0 none, 1 strict,
 /// 2 filter.
 pub fn seccomp_mode(pid: Pid) -> Result<u32, ProcError> {
@@ -336,13 +329,6 @@ pub fn read_open_files_limit(pid: Pid) -> Result<Option<u64>, ProcError> {
 pub fn read_uptime() -> Result<f64, ProcError> {
     let (path, text) = read_host_text("uptime")?;
     parse_uptime(&text).map_err(|e| e.at(&path))
-}
-
-/// Reads the memory available for new allocations without swapping, bytes (`MemAvailable` in
-/// `/proc/meminfo`).
-pub fn read_mem_available() -> Result<u64, ProcError> {
-    let (path, text) = read_host_text("meminfo")?;
-    parse_mem_available(&text).map_err(|e| e.at(&path))
 }
 
 /// The size of a memory page, bytes (the unit of [`Stat::rss_pages`]).
@@ -596,32 +582,6 @@ pub fn parse_uptime(text: &str) -> Result<f64, ParseError> {
         .ok_or_else(|| ParseError::new(1, format!("bad uptime {first:?}")))
 }
 
-/// Parses `MemAvailable` of the text of `/proc/meminfo`, bytes.
-pub fn parse_mem_available(text: &str) -> Result<u64, ParseError> {
-    for (i, line) in text.lines().enumerate() {
-        let Some(rest) = line.strip_prefix("MemAvailable:") else {
-            continue;
-        };
-        let mut words = rest.split_whitespace();
-        let number = words.next().and_then(|n| n.parse::<u64>().ok());
-        return match (number, words.next()) {
-            (Some(kib), Some("kB")) => Ok(kib.saturating_mul(1024)),
-            _ => Err(ParseError::new(i + 1, format!("bad MemAvailable {rest:?}"))),
-        };
-    }
-    Err(ParseError::new(
-        text.lines().count(),
-        "no MemAvailable line",
-    ))
-}
-
-/// Parses the text of `/proc/PID/cgroup`, giving the path of the unified (`0::`) hierarchy.
-pub fn parse_cgroup(text: &str) -> Option<String> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_owned)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,21 +710,11 @@ Max locked memory         8388608              8388608              bytes
     }
 
     #[test]
-    fn parses_uptime_and_mem_available() {
+    fn parses_uptime() {
         assert_eq!(parse_uptime("350735.47 234388.90\n"), Ok(350735.47));
         assert!(parse_uptime("").is_err());
         assert!(parse_uptime("-1 2\n").is_err());
         assert!(parse_uptime("nan 2\n").is_err());
-
-        let meminfo = "MemTotal:       32768000 kB\nMemFree:         1000000 kB\n\
-                       MemAvailable:   23913144 kB\nBuffers:          123456 kB\n";
-        assert_eq!(parse_mem_available(meminfo), Ok(23913144 * 1024));
-        assert!(parse_mem_available("MemTotal: 1 kB\n").is_err());
-        assert_eq!(
-            parse_mem_available("MemAvailable: 12\n").unwrap_err().line,
-            1
-        );
-        assert!(parse_mem_available("MemAvailable: lots kB\n").is_err());
     }
 
     #[test]
@@ -821,19 +771,7 @@ SigQ:\t0/63422
     }
 
     #[test]
-    fn parses_cgroup_and_unit() {
-        let v2 = "0::/system.slice/nginx.service\n";
-        assert_eq!(
-            parse_cgroup(v2).as_deref(),
-            Some("/system.slice/nginx.service")
-        );
-        let hybrid = "12:memory:/user.slice\n1:name=systemd:/user.slice/x.scope\n0::/user.slice/user-1000.slice/session-3.scope\n";
-        assert_eq!(
-            parse_cgroup(hybrid).as_deref(),
-            Some("/user.slice/user-1000.slice/session-3.scope")
-        );
-        assert_eq!(parse_cgroup("4:cpu:/\n"), None);
-
+    fn parses_systemd_units() {
         assert_eq!(
             systemd_unit("/system.slice/nginx.service").as_deref(),
             Some("nginx.service")
@@ -897,12 +835,7 @@ SigQ:\t0/63422
         );
         let uptime = read_uptime().unwrap();
         assert!(uptime >= start as f64 / clock_ticks_per_second() as f64);
-        assert!(read_mem_available().unwrap() > 0);
         assert!(page_size().is_power_of_two());
-
-        if let Some(cgroup) = cgroup_path(pid).unwrap() {
-            assert!(cgroup.starts_with('/'), "{cgroup}");
-        }
 
         let pids = list_pids().unwrap();
         assert!(pids.contains(&pid) && pids.contains(&1));
@@ -919,7 +852,6 @@ SigQ:\t0/63422
             read_status(pid).map(drop),
             count_fds(pid).map(drop),
             start_time_ticks(pid).map(drop),
-            cgroup_path(pid).map(drop),
             read_stat(pid).map(drop),
             open_fds(pid).map(drop),
             read_open_files_limit(pid).map(drop),

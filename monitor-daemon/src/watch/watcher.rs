@@ -29,7 +29,38 @@
 //! any resource trends, and the suspicion clears at the first sample in which none does. Its
 //! reasons are the resources trending now.
 //!
-//! The reported growth is the Theil-Sen slope of the trending fit, or else of the whole window
+//! # Urgency
+//!
+//! Those rules take a minute or more, which is right for a slow leak and too slow for one that
+//! exhausts its limit within minutes. So the time to suspect a process also scales with how
+//! soon its resource runs out: RSS, descriptors and threads are each checked for *imminent
+//! exhaustion* at every sample. The *run* of a series is the end of its longest suffix of mature
+//! samples in which no sample falls below the one before by more than [`RUN_TOLERANCE`] of it,
+//! from the last of its lowest samples on; a resource is imminent when
+//!
+//! 1. its run holds [`IMMINENT_MIN_SAMPLES`] samples at least, the Theil-Sen slope of its last
+//!    [`IMMINENT_RECENT_SAMPLES`] is at least the resource's absolute threshold, and either the
+//!    run began after the first mature sample of the window and ends [`EARLIER_PEAK_MARGIN`] of
+//!    its growth above every earlier value (the rising edge of a sawtooth whose earlier teeth are
+//!    in view never counts), or it began at the first mature sample and spans
+//!    `min_trend_seconds` (a leak already under way when the watcher first saw the process);
+//! 2. at that slope the room left below its tightest limit runs out within `imminent_seconds`
+//!    (memory: see [`crate::watch::limits`]; descriptors: the soft open-files limit; threads:
+//!    `pids.max` up the cgroup tree and `kernel.threads-max`);
+//! 3. the run has already used `imminent_min_fraction` of the room it started with (grown ≥
+//!    fraction × (grown + room left)): growth confined to a small part of the room, such as a
+//!    cache filling fast to a size well below the limit, is never imminent, and the time to
+//!    flag scales with the forecast (the run must last that fraction of the time to exhaustion
+//!    it started with).
+//!
+//! An imminent resource makes the process suspected at once (still only past
+//! `min_process_age_seconds`), with the reason `exhaustion_imminent` beside the resource's; the
+//! suspicion lasts while the resource is imminent or trends. Only the series that grew over the
+//! last [`IMMINENT_MIN_SAMPLES`] samples have their run and limits read, so the check costs
+//! nothing for the processes that do not grow.
+//!
+//! The reported growth is the Theil-Sen slope of the trending fit, or else of an imminent run
+//! (see below), or else of the whole window
 //! (over at most [`SLOPE_POINTS`] evenly spaced samples, which keeps a sample of a thousand
 //! processes cheap); the full [`trend::assess`] only runs for a series whose thinned slope comes
 //! within a factor of two of the thresholds and whose last value tops the window's first half.
@@ -39,12 +70,12 @@
 //! plus `persistence` intervals with no earlier, higher peak in the window.
 
 use std::collections::{HashMap, VecDeque, hash_map::Entry};
-use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
 use crate::config::WatchConfig;
-use crate::model::{ProcessView, Reason};
+use crate::model::{Limit, ProcessView, Reason};
+use crate::watch::limits::{self, CgroupMounts, Cgroups};
 use crate::watch::procfs::{self, Pid, ProcError, Stat, Status};
 use crate::watch::trend::{self, LeakRule};
 
@@ -57,10 +88,16 @@ const GATE_MARGIN: f64 = 0.5;
 /// `/proc/PID/status` (anonymous and swapped memory) is re-read at least this often, in
 /// samples, and whenever the RSS changed since it was last read.
 const STATUS_REFRESH_SAMPLES: u32 = 15;
-/// Where the cgroup v2 hierarchy is mounted.
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The resources watched, in the order of the per-resource arrays.
-const RESOURCES: [Reason; 3] = [Reason::Rss, Reason::Vsz, Reason::Fds];
+const RESOURCES: [Reason; 4] = [Reason::Rss, Reason::Vsz, Reason::Fds, Reason::Threads];
+/// Samples a run of growth must hold before its resource can be imminent.
+pub const IMMINENT_MIN_SAMPLES: usize = 4;
+/// Samples the slope of a run is fitted over (the latest).
+pub const IMMINENT_RECENT_SAMPLES: usize = 5;
+/// How far a sample may fall below the one before it, as a fraction, and still continue a run.
+pub const RUN_TOLERANCE: f64 = 0.002;
+/// A run must end this fraction of its growth above every value before it.
+pub const EARLIER_PEAK_MARGIN: f64 = 0.5;
 
 /// Why the watcher could not sample the host or read a cgroup.
 #[derive(Debug, Error)]
@@ -68,9 +105,6 @@ pub enum WatchError {
     /// The list of processes or the clock could not be read.
     #[error("cannot sample the host: {0}")]
     Host(#[from] ProcError),
-    /// A cgroup memory file did not hold a number or `max`.
-    #[error("bad cgroup memory value {0:?}")]
-    CgroupValue(String),
 }
 
 /// Where the watcher reads processes from: `/proc` in the daemon ([`ProcFs`]), a script in
@@ -90,21 +124,21 @@ pub trait ProcSource {
     fn status(&mut self, pid: Pid) -> Result<Status, ProcError>;
     /// Open file descriptors.
     fn open_fds(&mut self, pid: Pid) -> Result<u64, ProcError>;
-    /// cgroup v2 path.
-    fn cgroup(&mut self, pid: Pid) -> Result<Option<String>, ProcError>;
+    /// The cgroups of the process, in each hierarchy.
+    fn cgroups(&mut self, pid: Pid) -> Result<Cgroups, ProcError>;
     /// Soft open-files limit; `None` when unlimited.
     fn open_files_limit(&mut self, pid: Pid) -> Result<Option<u64>, ProcError>;
-    /// The host's available memory, bytes.
-    fn mem_available(&mut self) -> Result<u64, ProcError>;
-    /// Bytes the cgroup may still grow by before its tightest memory limit (its own or an
-    /// ancestor's); `None` when no limit applies.
-    fn cgroup_memory_headroom(&mut self, cgroup: &str) -> Option<u64>;
+    /// The tightest memory limit of a process in `cgroups` (its cgroups' and their ancestors',
+    /// or the host's) with the room left below it; `None` when none can be read.
+    fn memory_room(&mut self, cgroups: &Cgroups) -> Option<Limit>;
+    /// The tightest limit on the threads of a process in `cgroups`, with the room left.
+    fn thread_room(&mut self, cgroups: &Cgroups) -> Option<Limit>;
 }
 
-/// The host's `/proc` and `/sys/fs/cgroup`.
+/// The host's `/proc` and its cgroup hierarchies.
 #[derive(Debug)]
 pub struct ProcFs {
-    cgroup_root: PathBuf,
+    mounts: CgroupMounts,
     page_size: u64,
     ticks_per_second: f64,
     stats: procfs::StatReader,
@@ -114,7 +148,7 @@ impl ProcFs {
     /// Reads the page size and clock tick once.
     pub fn new() -> Self {
         ProcFs {
-            cgroup_root: PathBuf::from(CGROUP_ROOT),
+            mounts: CgroupMounts::read(),
             page_size: procfs::page_size(),
             ticks_per_second: procfs::clock_ticks_per_second() as f64,
             stats: procfs::StatReader::default(),
@@ -160,59 +194,24 @@ impl ProcSource for ProcFs {
         procfs::open_fds(pid)
     }
 
-    fn cgroup(&mut self, pid: Pid) -> Result<Option<String>, ProcError> {
-        procfs::cgroup_path(pid)
+    fn cgroups(&mut self, pid: Pid) -> Result<Cgroups, ProcError> {
+        limits::read_cgroups(pid)
     }
 
     fn open_files_limit(&mut self, pid: Pid) -> Result<Option<u64>, ProcError> {
         procfs::read_open_files_limit(pid)
     }
 
-    fn mem_available(&mut self) -> Result<u64, ProcError> {
-        procfs::read_mem_available()
+    fn memory_room(&mut self, cgroups: &Cgroups) -> Option<Limit> {
+        let host = limits::read_host_memory()
+            .map_err(|err| log::debug!("process watcher: {err}"))
+            .ok();
+        limits::memory_room(&self.mounts, cgroups, host)
     }
 
-    fn cgroup_memory_headroom(&mut self, cgroup: &str) -> Option<u64> {
-        cgroup_memory_headroom(&self.cgroup_root, cgroup)
+    fn thread_room(&mut self, cgroups: &Cgroups) -> Option<Limit> {
+        limits::thread_room(&self.mounts, cgroups, limits::read_host_threads())
     }
-}
-
-/// Parses `memory.max` or `memory.current` of a cgroup: bytes, or `None` for `max`.
-fn parse_cgroup_memory(text: &str) -> Result<Option<u64>, WatchError> {
-    match text.trim() {
-        "max" => Ok(None),
-        value => value
-            .parse()
-            .map(Some)
-            .map_err(|_| WatchError::CgroupValue(value.to_owned())),
-    }
-}
-
-/// Reads `memory.max` or `memory.current` in `dir`; `None` when absent, unlimited or unreadable.
-fn read_cgroup_memory(dir: &Path, name: &str) -> Option<u64> {
-    let path = dir.join(name);
-    let text = std::fs::read_to_string(&path).ok()?;
-    parse_cgroup_memory(&text)
-        .map_err(|err| log::debug!("{}: {err}", path.display()))
-        .ok()
-        .flatten()
-}
-
-/// The smallest `memory.max - memory.current` of the cgroup `cgroup` (a path such as
-/// `/system.slice/x.service`) and its ancestors under `root`; `None` when none is limited.
-fn cgroup_memory_headroom(root: &Path, cgroup: &str) -> Option<u64> {
-    let mut relative = cgroup.trim_matches('/');
-    let mut tightest: Option<u64> = None;
-    while !relative.is_empty() {
-        let dir = root.join(relative);
-        if let Some(max) = read_cgroup_memory(&dir, "memory.max") {
-            let current = read_cgroup_memory(&dir, "memory.current").unwrap_or(0);
-            let headroom = max.saturating_sub(current);
-            tightest = Some(tightest.map_or(headroom, |t| t.min(headroom)));
-        }
-        relative = relative.rsplit_once('/').map_or("", |(parent, _)| parent);
-    }
-    tightest
 }
 
 /// Seconds until `headroom` is used up at `rate` per second; `None` unless `rate` is positive.
@@ -229,6 +228,7 @@ struct Sample {
     vsz: u64,
     /// `None` when the descriptors could not be counted (not permitted).
     fds: Option<u64>,
+    threads: u64,
 }
 
 /// How one resource's series fares against the rule.
@@ -351,22 +351,92 @@ fn grows_throughout(window: &[(f64, f64)], slope: f64, rule: &LeakRule) -> bool 
     })
 }
 
-/// Fits RSS, VSZ and descriptors of `history` (in time order) for a process that started at
-/// `start_seconds` since boot.
+/// A run of growth at the end of a series (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Run {
+    /// Growth from the run's first sample to its last.
+    grown: f64,
+    /// Theil-Sen slope of its latest [`IMMINENT_RECENT_SAMPLES`] samples, per second.
+    slope: f64,
+}
+
+/// The run of growth ending `points` (the mature samples, in time order) when it qualifies
+/// (condition 1 of the module documentation): it holds [`IMMINENT_MIN_SAMPLES`] samples, grows
+/// at `min_growth` per second at least, and either began after the first sample (the level it
+/// grew from was seen) and rose well past every value before it, or began at the first sample
+/// and spans `min_span` seconds.
+fn growth_run(points: &[(f64, f64)], min_growth: f64, min_span: f64) -> Option<Run> {
+    let n = points.len();
+    if n < IMMINENT_MIN_SAMPLES || points[n - 1].1 <= points[n - IMMINENT_MIN_SAMPLES].1 {
+        return None;
+    }
+    let after_fall = points
+        .windows(2)
+        .rposition(|pair| pair[1].1 < pair[0].1 - RUN_TOLERANCE * pair[0].1.abs())
+        .map_or(0, |i| i + 1);
+    // The run starts at its lowest sample (the last of them): a flat stretch before it is not
+    // growth.
+    let lowest = points[after_fall..]
+        .iter()
+        .fold(f64::INFINITY, |low, &(_, v)| low.min(v));
+    let start = after_fall
+        + points[after_fall..]
+            .iter()
+            .rposition(|&(_, v)| v == lowest)?;
+    let run = &points[start..];
+    if run.len() < IMMINENT_MIN_SAMPLES {
+        return None;
+    }
+    let (first_t, last_t, last) = (run[0].0, run[run.len() - 1].0, run[run.len() - 1].1);
+    let grown = last - lowest;
+    let earlier_peak = points[..start]
+        .iter()
+        .fold(f64::NEG_INFINITY, |peak, &(_, v)| peak.max(v));
+    let qualifies = if start == 0 {
+        last_t - first_t >= min_span
+    } else {
+        last - earlier_peak >= EARLIER_PEAK_MARGIN * grown
+    };
+    if !qualifies {
+        return None;
+    }
+    let slope = trend::theil_sen(&run[run.len().saturating_sub(IMMINENT_RECENT_SAMPLES)..])?;
+    (slope > 0.0 && slope >= min_growth).then_some(Run { grown, slope })
+}
+
+/// Whether a resource whose run is `run` and which has `remaining` room below its limit runs
+/// out imminently (conditions 2 and 3 of the module documentation); gives the forecast.
+fn imminent(run: Run, remaining: u64, config: &WatchConfig) -> Option<f64> {
+    let remaining = remaining as f64;
+    let forecast = remaining / run.slope;
+    (forecast <= config.imminent_seconds
+        && run.grown >= config.imminent_min_fraction * (run.grown + remaining))
+        .then_some(forecast)
+}
+
+/// The per-resource thresholds of `config`, in the order of [`RESOURCES`].
+fn thresholds(config: &WatchConfig) -> [f64; 4] {
+    [
+        config.min_rss_growth_bytes_per_second,
+        config.min_vsz_growth_bytes_per_second,
+        config.min_fd_growth_per_second,
+        config.min_thread_growth_per_second,
+    ]
+}
+
+/// Fits RSS, VSZ, descriptors and threads of `history` (in time order) for a process that
+/// started at `start_seconds` since boot; gives each fit and the run of growth each ends with.
 fn evaluate(
     history: &VecDeque<Sample>,
     start_seconds: f64,
     config: &WatchConfig,
     rule: &LeakRule,
     scratch: &mut Scratch,
-) -> [Fit; 3] {
+) -> ([Fit; 4], [Option<Run>; 4]) {
     let mature = |t: f64| t - start_seconds >= config.min_process_age_seconds;
-    let thresholds = [
-        config.min_rss_growth_bytes_per_second,
-        config.min_vsz_growth_bytes_per_second,
-        config.min_fd_growth_per_second,
-    ];
-    let mut fits = [Fit::FLAT; 3];
+    let thresholds = thresholds(config);
+    let mut fits = [Fit::FLAT; 4];
+    let mut runs = [None; 4];
     for (i, fit) in fits.iter_mut().enumerate() {
         scratch.series.clear();
         scratch
@@ -374,7 +444,8 @@ fn evaluate(
             .extend(history.iter().filter_map(|s| match i {
                 0 => Some((s.time, s.rss as f64)),
                 1 => Some((s.time, s.vsz as f64)),
-                _ => s.fds.map(|f| (s.time, f as f64)),
+                2 => s.fds.map(|f| (s.time, f as f64)),
+                _ => Some((s.time, s.threads as f64)),
             }));
         let mature_from = scratch.series.partition_point(|&(t, _)| !mature(t));
         *fit = fit_series(
@@ -385,8 +456,15 @@ fn evaluate(
             rule,
             &mut scratch.thin,
         );
+        if RESOURCES[i] != Reason::Vsz {
+            runs[i] = growth_run(
+                &scratch.series[mature_from..],
+                thresholds[i],
+                config.min_trend_seconds,
+            );
+        }
     }
-    fits
+    (fits, runs)
 }
 
 /// What the watcher keeps about one process identity.
@@ -396,7 +474,7 @@ struct Tracked {
     /// Start time in seconds since boot.
     start_seconds: f64,
     comm: String,
-    cgroup: Option<String>,
+    cgroups: Cgroups,
     unit: Option<String>,
     history: VecDeque<Sample>,
     /// The last `/proc/PID/status` read, the RSS at that time and the samples since.
@@ -404,8 +482,10 @@ struct Tracked {
     status_rss: u64,
     samples_since_status: u32,
     /// Consecutive samples each resource has trended for.
-    streaks: [u32; 3],
+    streaks: [u32; 4],
     suspected: bool,
+    /// The tightest memory limit, as last read.
+    memory_limit: Option<Limit>,
     /// The sample that last saw it.
     seen: u64,
 }
@@ -417,8 +497,15 @@ impl Tracked {
             || self.samples_since_status >= STATUS_REFRESH_SAMPLES
     }
 
-    /// Updates the streaks and the suspicion with this sample's fits; gives the reasons.
-    fn judge(&mut self, fits: &[Fit; 3], age: f64, config: &WatchConfig) -> Vec<Reason> {
+    /// Updates the streaks and the suspicion with this sample's fits and the resources running
+    /// out imminently; gives the reasons.
+    fn judge(
+        &mut self,
+        fits: &[Fit; 4],
+        imminent: &[bool; 4],
+        age: f64,
+        config: &WatchConfig,
+    ) -> Vec<Reason> {
         for (streak, fit) in self.streaks.iter_mut().zip(fits) {
             *streak = if fit.trends {
                 streak.saturating_add(1)
@@ -426,21 +513,25 @@ impl Tracked {
                 0
             };
         }
-        let trending: Vec<Reason> = RESOURCES
+        let mut reasons: Vec<Reason> = RESOURCES
             .iter()
-            .zip(fits)
-            .filter(|(_, fit)| fit.trends)
+            .zip(fits.iter().zip(imminent))
+            .filter(|(_, (fit, imminent))| fit.trends || **imminent)
             .map(|(&reason, _)| reason)
             .collect();
-        if trending.is_empty() {
+        let urgent = imminent.contains(&true);
+        if reasons.is_empty() {
             self.suspected = false;
         } else if !self.suspected
             && age >= config.min_process_age_seconds
-            && self.streaks.iter().any(|&s| s >= config.persistence)
+            && (urgent || self.streaks.iter().any(|&s| s >= config.persistence))
         {
             self.suspected = true;
         }
-        if self.suspected { trending } else { Vec::new() }
+        if urgent {
+            reasons.push(Reason::ExhaustionImminent);
+        }
+        if self.suspected { reasons } else { Vec::new() }
     }
 }
 
@@ -496,10 +587,9 @@ impl<S: ProcSource> Watcher<S> {
         let now = self.source.uptime_seconds()?;
         let pids = self.source.pids()?;
         self.generation += 1;
-        let mut mem_available = None;
         let mut views = Vec::with_capacity(pids.len());
         for pid in pids {
-            if let Some(view) = self.observe(pid, now, &mut mem_available) {
+            if let Some(view) = self.observe(pid, now) {
                 views.push(view);
             }
         }
@@ -534,13 +624,8 @@ impl<S: ProcSource> Watcher<S> {
     }
 
     /// Samples one process; `None` when it is gone, a kernel thread or a zombie, or cannot be
-    /// read. `mem_available` caches the host's available memory for this sample.
-    fn observe(
-        &mut self,
-        pid: Pid,
-        now: f64,
-        mem_available: &mut Option<Option<u64>>,
-    ) -> Option<ProcessView> {
+    /// read.
+    fn observe(&mut self, pid: Pid, now: f64) -> Option<ProcessView> {
         let stat = match self.source.stat(pid) {
             Ok(stat) => stat,
             Err(ProcError::Gone { .. }) => return None,
@@ -583,12 +668,12 @@ impl<S: ProcSource> Watcher<S> {
                 entry.into_mut()
             }
             entry => {
-                let cgroup = match self.source.cgroup(pid) {
-                    Ok(cgroup) => cgroup,
+                let cgroups = match self.source.cgroups(pid) {
+                    Ok(cgroups) => cgroups,
                     Err(ProcError::Gone { .. }) => return None,
                     Err(err) => {
                         log::debug!("process watcher: {err}");
-                        None
+                        Cgroups::default()
                     }
                 };
                 let tracked = Tracked {
@@ -596,14 +681,15 @@ impl<S: ProcSource> Watcher<S> {
                     start_seconds: stat.start_time_ticks as f64
                         / self.source.clock_ticks_per_second(),
                     comm: String::new(),
-                    unit: cgroup.as_deref().and_then(procfs::systemd_unit),
-                    cgroup,
+                    unit: cgroups.unified.as_deref().and_then(procfs::systemd_unit),
+                    cgroups,
                     history: VecDeque::new(),
                     status: None,
                     status_rss: 0,
                     samples_since_status: 0,
-                    streaks: [0; 3],
+                    streaks: [0; 4],
                     suspected: false,
+                    memory_limit: None,
                     seen: 0,
                 };
                 match entry {
@@ -639,60 +725,90 @@ impl<S: ProcSource> Watcher<S> {
             rss,
             vsz: stat.vsize_bytes,
             fds,
+            threads: stat.num_threads,
         });
 
-        let fits = evaluate(
+        let (fits, runs) = evaluate(
             &tracked.history,
             tracked.start_seconds,
             &self.config,
             &self.rule,
             &mut self.scratch,
         );
-        let age = now - tracked.start_seconds;
-        let reasons = tracked.judge(&fits, age, &self.config);
-
-        let mut forecasts = Vec::new();
-        if reasons.contains(&Reason::Rss) {
-            let available = *mem_available.get_or_insert_with(|| {
-                self.source
-                    .mem_available()
-                    .map_err(|err| log::debug!("process watcher: {err}"))
-                    .ok()
-            });
-            let cgroup = tracked
-                .cgroup
-                .as_deref()
-                .and_then(|c| self.source.cgroup_memory_headroom(c));
-            let headroom = match (cgroup, available) {
-                (Some(c), Some(a)) => Some(c.min(a)),
-                (c, a) => c.or(a),
+        // The room left below each resource's limit, read only for a resource that trends or
+        // ends with a run of growth.
+        let mut rooms: [Option<u64>; 4] = [None; 4];
+        for (i, resource) in RESOURCES.iter().enumerate() {
+            if !fits[i].trends && runs[i].is_none() {
+                continue;
+            }
+            rooms[i] = match resource {
+                Reason::Rss => {
+                    tracked.memory_limit = self.source.memory_room(&tracked.cgroups);
+                    tracked.memory_limit.as_ref().map(|limit| limit.remaining)
+                }
+                Reason::Fds => match (self.source.open_files_limit(pid), fds) {
+                    (Ok(Some(limit)), Some(open)) => Some(limit.saturating_sub(open)),
+                    _ => None,
+                },
+                Reason::Threads => self
+                    .source
+                    .thread_room(&tracked.cgroups)
+                    .map(|limit| limit.remaining),
+                Reason::Vsz | Reason::ExhaustionImminent => None,
             };
-            forecasts.extend(headroom.and_then(|h| seconds_until(h, fits[0].slope)));
         }
-        if reasons.contains(&Reason::Fds)
-            && let (Ok(Some(limit)), Some(open)) = (self.source.open_files_limit(pid), fds)
-        {
-            forecasts.extend(seconds_until(limit.saturating_sub(open), fits[2].slope));
+        let mut imminent_forecasts = [None; 4];
+        for i in 0..RESOURCES.len() {
+            if let (Some(run), Some(room)) = (runs[i], rooms[i]) {
+                imminent_forecasts[i] = imminent(run, room, &self.config);
+            }
         }
+        let age = now - tracked.start_seconds;
+        let reasons = tracked.judge(
+            &fits,
+            &imminent_forecasts.map(|f| f.is_some()),
+            age,
+            &self.config,
+        );
+        // The growth reported: the trending fit's, else the imminent run's, else the window's.
+        let slopes: [f64; 4] = std::array::from_fn(|i| match runs[i] {
+            Some(run) if !fits[i].trends && imminent_forecasts[i].is_some() => run.slope,
+            _ => fits[i].slope,
+        });
+
+        let forecasts = (0..RESOURCES.len()).filter_map(|i| {
+            if !reasons.contains(&RESOURCES[i]) {
+                return None;
+            }
+            let trend = rooms[i].and_then(|room| seconds_until(room, fits[i].slope));
+            match (trend, imminent_forecasts[i]) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
+        let seconds_until_exhaustion = forecasts.reduce(f64::min);
         let status = tracked.status.unwrap_or_default();
         Some(ProcessView {
             pid,
             start_time_ticks: tracked.start_time_ticks,
             comm: tracked.comm.clone(),
             unit: tracked.unit.clone(),
-            cgroup: tracked.cgroup.clone(),
+            cgroup: tracked.cgroups.unified.clone(),
             rss_bytes: rss,
             vsz_bytes: stat.vsize_bytes,
             anon_bytes: status.rss_anon,
             swap_bytes: status.vm_swap,
             threads: stat.num_threads,
             open_fds: fds.unwrap_or(0),
-            rss_growth_bytes_per_second: fits[0].slope,
-            vsz_growth_bytes_per_second: fits[1].slope,
-            fd_growth_per_second: fits[2].slope,
+            rss_growth_bytes_per_second: slopes[0],
+            vsz_growth_bytes_per_second: slopes[1],
+            fd_growth_per_second: slopes[2],
+            thread_growth_per_second: slopes[3],
             suspected: tracked.suspected,
             reasons,
-            seconds_until_exhaustion: forecasts.into_iter().reduce(f64::min),
+            seconds_until_exhaustion,
+            memory_limit: tracked.memory_limit.clone(),
             traced: false,
             outstanding_bytes: None,
             latest_report: None,
@@ -706,6 +822,7 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
+    use crate::model::LimitKind;
     use crate::testing::Rng;
 
     const MIB: f64 = 1024.0 * 1024.0;
@@ -724,6 +841,7 @@ mod tests {
         /// `None`: counting them is not permitted.
         fds: Option<u64>,
         fd_limit: Option<u64>,
+        threads: u64,
         /// Exits between the read of its stat and of its status.
         vanishes_mid_read: bool,
     }
@@ -738,6 +856,7 @@ mod tests {
                 vsz: 1 << 30,
                 fds: Some(20),
                 fd_limit: Some(1024),
+                threads: 2,
                 vanishes_mid_read: false,
             }
         }
@@ -748,10 +867,15 @@ mod tests {
     struct Script {
         now: f64,
         procs: BTreeMap<Pid, FakeProc>,
+        /// The host's room for memory.
         mem_available: u64,
+        /// The room below the memory limit of a cgroup (by unified path).
         headroom: HashMap<String, u64>,
+        /// The room for threads of every process.
+        thread_room: Option<u64>,
         status_reads: usize,
         cgroup_reads: usize,
+        room_reads: usize,
     }
 
     impl Script {
@@ -782,7 +906,7 @@ mod tests {
             Ok(Stat {
                 comm: p.comm.clone(),
                 state: 'S',
-                num_threads: 2,
+                num_threads: p.threads,
                 start_time_ticks: p.start_ticks,
                 vsize_bytes: p.vsz,
                 rss_pages: p.rss / PAGE,
@@ -807,25 +931,48 @@ mod tests {
 
         fn open_fds(&mut self, pid: Pid) -> Result<u64, ProcError> {
             self.get(pid)?.fds.ok_or(ProcError::PermissionDenied {
-                path: PathBuf::from(format!("/proc/{pid}/fd")),
+                path: std::path::PathBuf::from(format!("/proc/{pid}/fd")),
             })
         }
 
-        fn cgroup(&mut self, pid: Pid) -> Result<Option<String>, ProcError> {
+        fn cgroups(&mut self, pid: Pid) -> Result<Cgroups, ProcError> {
             self.cgroup_reads += 1;
-            Ok(self.get(pid)?.cgroup.clone())
+            Ok(Cgroups {
+                unified: self.get(pid)?.cgroup.clone(),
+                ..Cgroups::default()
+            })
         }
 
         fn open_files_limit(&mut self, pid: Pid) -> Result<Option<u64>, ProcError> {
             Ok(self.get(pid)?.fd_limit)
         }
 
-        fn mem_available(&mut self) -> Result<u64, ProcError> {
-            Ok(self.mem_available)
+        fn memory_room(&mut self, cgroups: &Cgroups) -> Option<Limit> {
+            self.room_reads += 1;
+            let cgroup = cgroups.unified.as_ref();
+            Some(match cgroup.and_then(|c| self.headroom.get(c)) {
+                Some(&remaining) if remaining < self.mem_available => Limit {
+                    kind: LimitKind::CgroupV2Max,
+                    cgroup: cgroup.cloned(),
+                    limit: 1 << 30,
+                    remaining,
+                },
+                _ => Limit {
+                    kind: LimitKind::HostMemory,
+                    cgroup: None,
+                    limit: 24 << 30,
+                    remaining: self.mem_available,
+                },
+            })
         }
 
-        fn cgroup_memory_headroom(&mut self, cgroup: &str) -> Option<u64> {
-            self.headroom.get(cgroup).copied()
+        fn thread_room(&mut self, _: &Cgroups) -> Option<Limit> {
+            self.thread_room.map(|remaining| Limit {
+                kind: LimitKind::CgroupV2Pids,
+                cgroup: None,
+                limit: 1000,
+                remaining,
+            })
         }
     }
 
@@ -926,11 +1073,17 @@ mod tests {
                     panic!("process {i} (onset {onset}) never suspected");
                 };
                 assert!(*t > onset && *t <= onset + 120.0, "process {i}: at {t}");
-                assert_eq!(view.reasons, vec![reason], "process {i}");
+                // 20 descriptors a second run out of the 1024 allowed within minutes.
+                let mut expected = vec![reason];
+                if reason == Reason::Fds {
+                    expected.push(Reason::ExhaustionImminent);
+                }
+                assert_eq!(view.reasons, expected, "process {i}");
                 let slope = match reason {
                     Reason::Rss => view.rss_growth_bytes_per_second,
                     Reason::Vsz => view.vsz_growth_bytes_per_second,
                     Reason::Fds => view.fd_growth_per_second,
+                    Reason::Threads | Reason::ExhaustionImminent => view.thread_growth_per_second,
                 };
                 assert!((slope - rate).abs() < 0.25 * rate, "process {i}: {slope}");
                 // Once found, a smooth leak stays suspected while it leaks; a leak in 64 MiB
@@ -1083,17 +1236,17 @@ mod tests {
             ..WatchConfig::default()
         };
         let mut watcher = Watcher::with_source(config, scripted().source);
-        watcher
-            .source
-            .procs
-            .insert(7, FakeProc::new(BOOT_OFFSET - 3600.0));
+        let mut proc = FakeProc::new(BOOT_OFFSET - 3600.0);
+        // Unlimited: the leak is never imminent.
+        proc.fd_limit = None;
+        watcher.source.procs.insert(7, proc);
         let mut trending_since = None;
         for i in 0..100 {
             let t = 2.0 * i as f64;
             watcher.source.now = BOOT_OFFSET + t;
             watcher.source.procs.get_mut(&7).unwrap().fds = Some(10 + 40 * i);
             let view = watcher.sample().remove(0);
-            let fits = evaluate(
+            let (fits, _) = evaluate(
                 &watcher.processes[&7].history,
                 watcher.processes[&7].start_seconds,
                 &watcher.config,
@@ -1152,7 +1305,7 @@ mod tests {
         assert!(!after.suspected && after.reasons.is_empty());
         assert_eq!(after.rss_growth_bytes_per_second, 0.0);
         assert_eq!(watcher.processes[&42].history.len(), 1);
-        assert_eq!(watcher.processes[&42].streaks, [0; 3]);
+        assert_eq!(watcher.processes[&42].streaks, [0; 4]);
     }
 
     #[test]
@@ -1325,7 +1478,15 @@ mod tests {
             view = Some(watcher.sample().remove(0));
         }
         let view = view.unwrap();
-        assert_eq!(view.reasons, [Reason::Rss, Reason::Fds]);
+        // 59 MiB grown with 100 MiB left, which runs out in under 5 minutes: imminent.
+        assert_eq!(
+            view.reasons,
+            [Reason::Rss, Reason::Fds, Reason::ExhaustionImminent]
+        );
+        assert_eq!(
+            view.memory_limit.as_ref().map(|l| (l.kind, l.remaining)),
+            Some((LimitKind::CgroupV2Max, 100 << 20))
+        );
         // RSS: 100 MiB of cgroup headroom at 512 KiB/s; fds: 9782 left at 1/s.
         assert!((view.rss_growth_bytes_per_second - 512.0 * 1024.0).abs() < 1.0);
         assert_eq!(view.seconds_until_exhaustion, Some(200.0));
@@ -1353,40 +1514,215 @@ mod tests {
         assert_eq!(seconds_until(0, 5.0), Some(0.0));
     }
 
+    /// Samples one process in a cgroup limited to `limit` bytes (or only on a host with 20 GiB
+    /// available when `None`) every 2 s for `seconds`, its RSS following `rss` (seconds after the
+    /// first sample to bytes); gives the views with their times.
+    fn in_a_cgroup(
+        limit: Option<f64>,
+        seconds: f64,
+        mut rss: impl FnMut(f64) -> f64,
+    ) -> Vec<(f64, ProcessView)> {
+        let mut watcher = scripted();
+        watcher.source.mem_available = 20 << 30;
+        watcher
+            .source
+            .procs
+            .insert(50, FakeProc::new(BOOT_OFFSET - 3600.0));
+        let mut views = Vec::new();
+        let mut t = 0.0;
+        while t <= seconds {
+            watcher.source.now = BOOT_OFFSET + t;
+            let bytes = rss(t);
+            watcher.source.procs.get_mut(&50).unwrap().rss = bytes as u64;
+            if let Some(limit) = limit {
+                watcher.source.headroom.insert(
+                    "/system.slice/fake.service".into(),
+                    (limit - bytes).max(0.0) as u64,
+                );
+            }
+            views.push((t, watcher.sample().remove(0)));
+            t += 2.0;
+        }
+        views
+    }
+
     #[test]
-    fn parses_cgroup_memory_files() {
-        assert_eq!(parse_cgroup_memory("max\n").unwrap(), None);
-        assert_eq!(parse_cgroup_memory("536870912\n").unwrap(), Some(536870912));
+    fn a_fast_leak_into_its_limit_is_flagged_within_a_few_samples() {
+        const GIB: f64 = 1024.0 * MIB;
+        // The flood of the issue: 20 MB/s from t = 60 s into a 1 GiB cgroup, exhausted 50 s later.
+        let flood = |t: f64| 12.0 * MIB + 20e6 * (t - 60.0).max(0.0);
+        let views = in_a_cgroup(Some(GIB), 110.0, flood);
+        let (t, view) = first_suspicion(&views).expect("the flood is suspected");
+        assert!(
+            *t > 60.0 && *t <= 75.0,
+            "suspected {} s into the flood",
+            t - 60.0
+        );
+        assert_eq!(view.reasons, [Reason::Rss, Reason::ExhaustionImminent]);
+        let forecast = view.seconds_until_exhaustion.unwrap();
+        let left = (GIB - flood(*t)) / 20e6;
+        assert!(
+            (forecast - left).abs() < 2.0,
+            "{forecast} s forecast, {left} s left"
+        );
+        assert!((view.rss_growth_bytes_per_second - 20e6).abs() < 0.05 * 20e6);
         assert_eq!(
-            parse_cgroup_memory("lots\n").unwrap_err().to_string(),
-            "bad cgroup memory value \"lots\""
+            view.memory_limit.as_ref().map(|l| l.kind),
+            Some(LimitKind::CgroupV2Max)
+        );
+        assert!(
+            views
+                .iter()
+                .filter(|(s, _)| s >= t)
+                .all(|(_, v)| v.suspected)
+        );
+
+        // The time to suspect grows with the time left: 4 MB/s runs out in 4 minutes.
+        let slow = |t: f64| 12.0 * MIB + 4e6 * (t - 60.0).max(0.0);
+        let views = in_a_cgroup(Some(GIB), 320.0, slow);
+        let (t, view) = views
+            .iter()
+            .find(|(_, v)| v.reasons.contains(&Reason::ExhaustionImminent))
+            .expect("the slower leak is imminent");
+        assert!(*t > 90.0 && *t <= 120.0, "imminent {} s into it", t - 60.0);
+        assert!(view.seconds_until_exhaustion.unwrap() > 150.0);
+
+        // The same flood on a host with 20 GiB available is not imminent (it runs out in 17
+        // minutes): the trend rules find it, in about a minute.
+        let views = in_a_cgroup(None, 200.0, flood);
+        let (t, view) = first_suspicion(&views).expect("the flood is suspected");
+        assert!(
+            *t > 100.0 && *t <= 140.0,
+            "suspected {} s into the flood",
+            t - 60.0
+        );
+        assert_eq!(view.reasons, [Reason::Rss]);
+        assert_eq!(
+            view.memory_limit.as_ref().map(|l| l.kind),
+            Some(LimitKind::HostMemory)
         );
     }
 
     #[test]
-    fn walks_up_the_cgroups_for_the_tightest_limit() {
-        let root = tempfile::tempdir().unwrap();
-        let write = |dir: &str, max: &str, current: &str| {
-            let dir = root.path().join(dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join("memory.max"), max).unwrap();
-            std::fs::write(dir.join("memory.current"), current).unwrap();
+    fn a_fast_bounded_burst_is_not_imminent() {
+        const GIB: f64 = 1024.0 * MIB;
+        // Caches filling fast to well below the limit, then kept: 128 MiB at 40 MB/s, 150 MiB at
+        // 20 MB/s, 180 MiB at 100 MB/s, each from 12 MiB in a 1 GiB cgroup.
+        for (size, rate) in [
+            (128.0 * MIB, 40e6),
+            (150.0 * MIB, 20e6),
+            (180.0 * MIB, 100e6),
+        ] {
+            let views = in_a_cgroup(Some(GIB), 300.0, |t| {
+                12.0 * MIB + (rate * (t - 60.0).max(0.0)).min(size)
+            });
+            assert_eq!(
+                first_suspicion(&views).map(|(t, _)| *t),
+                None,
+                "{size} at {rate}"
+            );
+        }
+        // A batch that rises fast and is released again, under the same limit.
+        let views = in_a_cgroup(Some(GIB), 300.0, |t| {
+            12.0 * MIB + 30e6 * (t % 40.0).min(6.0) * (t % 40.0 < 20.0) as u8 as f64
+        });
+        assert_eq!(first_suspicion(&views).map(|(t, _)| *t), None);
+    }
+
+    #[test]
+    fn threads_trend_and_run_out() {
+        let mut watcher = scripted();
+        let mut proc = FakeProc::new(BOOT_OFFSET - 3600.0);
+        proc.threads = 10;
+        watcher.source.procs.insert(60, proc);
+        watcher.source.thread_room = None;
+        // One thread a second with no limit in reach: the trend rules, past a minute.
+        let mut found = None;
+        for i in 0..60u64 {
+            watcher.source.now = BOOT_OFFSET + 2.0 * i as f64;
+            watcher.source.procs.get_mut(&60).unwrap().threads = 10 + 2 * i;
+            let view = watcher.sample().remove(0);
+            if view.suspected && found.is_none() {
+                found = Some((i, view));
+            }
+        }
+        let (i, view) = found.expect("the thread leak is suspected");
+        assert!((30..=40).contains(&i), "at sample {i}");
+        assert_eq!(view.reasons, [Reason::Threads]);
+        assert!((view.thread_growth_per_second - 1.0).abs() < 0.1);
+        assert_eq!(view.seconds_until_exhaustion, None);
+
+        // 20 threads a second with 300 left below pids.max: imminent within a few samples.
+        let mut watcher = scripted();
+        watcher
+            .source
+            .procs
+            .insert(61, FakeProc::new(BOOT_OFFSET - 3600.0));
+        let mut found = None;
+        for i in 0..30u64 {
+            watcher.source.now = BOOT_OFFSET + 2.0 * i as f64;
+            let threads = if i < 10 { 2 } else { 2 + 40 * (i - 9) };
+            watcher.source.procs.get_mut(&61).unwrap().threads = threads;
+            watcher.source.thread_room = Some(400u64.saturating_sub(threads));
+            let view = watcher.sample().remove(0);
+            if view.suspected && found.is_none() {
+                found = Some((i, view));
+            }
+        }
+        let (i, view) = found.expect("the thread leak is suspected");
+        assert!((12..=14).contains(&i), "at sample {i}");
+        assert_eq!(view.reasons, [Reason::Threads, Reason::ExhaustionImminent]);
+        assert!(view.seconds_until_exhaustion.unwrap() < 15.0);
+    }
+
+    #[test]
+    fn runs_of_growth() {
+        let line = |values: &[f64]| -> Vec<(f64, f64)> {
+            values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (2.0 * i as f64, v))
+                .collect()
         };
-        write("a.slice", "1000\n", "400\n");
-        write("a.slice/b.slice", "max\n", "300\n");
-        write("a.slice/b.slice/c.service", "900\n", "200\n");
-        write("free.slice", "max\n", "5\n");
-        write("free.slice/x.service", "max\n", "5\n");
-        write("full.slice", "100\n", "150\n");
-        let headroom = |cgroup| cgroup_memory_headroom(root.path(), cgroup);
-        assert_eq!(headroom("/a.slice/b.slice/c.service"), Some(600));
-        assert_eq!(headroom("/a.slice/b.slice"), Some(600));
-        write("a.slice/b.slice/c.service", "800\n", "350\n");
-        assert_eq!(headroom("/a.slice/b.slice/c.service"), Some(450));
-        assert_eq!(headroom("/free.slice/x.service"), None);
-        assert_eq!(headroom("/no/such/cgroup"), None);
-        assert_eq!(headroom("/"), None);
-        assert_eq!(headroom("/full.slice"), Some(0));
+        // Flat, then growing: the run starts at the last flat sample.
+        let run = growth_run(&line(&[5.0, 5.0, 5.0, 7.0, 9.0, 11.0]), 0.5, 60.0).unwrap();
+        assert_eq!(
+            run,
+            Run {
+                grown: 6.0,
+                slope: 1.0
+            }
+        );
+        // Too short, too slow, or not growing lately.
+        assert_eq!(growth_run(&line(&[5.0, 5.0, 7.0, 9.0]), 0.5, 60.0), None);
+        assert_eq!(
+            growth_run(&line(&[5.0, 5.0, 7.0, 9.0, 11.0]), 2.0, 60.0),
+            None
+        );
+        assert_eq!(
+            growth_run(&line(&[5.0, 7.0, 9.0, 11.0, 11.0, 11.0, 11.0]), 0.1, 60.0),
+            None
+        );
+        // A fall ends a run; a small one within the tolerance does not.
+        let run = growth_run(&line(&[9.0, 20.0, 3.0, 5.0, 7.0, 9.0]), 0.5, 60.0);
+        assert_eq!(run, None, "the earlier peak is higher");
+        let run = growth_run(
+            &line(&[1.0, 1000.0, 999.0, 1100.0, 1200.0, 1300.0]),
+            1.0,
+            60.0,
+        );
+        assert_eq!(run, None, "growing from the first sample, for 10 s");
+        let run = growth_run(
+            &line(&[1.0, 1000.0, 999.0, 1100.0, 1200.0, 1300.0]),
+            1.0,
+            10.0,
+        );
+        assert_eq!(run.map(|r| r.grown), Some(1299.0));
+        // The sawtooth's second tooth does not top the first by half its rise.
+        let run = growth_run(&line(&[0.0, 10.0, 20.0, 0.0, 7.0, 14.0, 21.0]), 0.5, 60.0);
+        assert_eq!(run, None);
+        let run = growth_run(&line(&[0.0, 10.0, 20.0, 0.0, 14.0, 28.0, 42.0]), 0.5, 60.0);
+        assert_eq!(run.map(|r| r.grown), Some(42.0));
     }
 
     #[test]
