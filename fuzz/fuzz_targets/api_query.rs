@@ -85,8 +85,8 @@ fn fake() -> Fake {
         stack(1 << 20, true, &["leaky_function", "main"]),
         stack(1 << 10, false, &["innocent_function", "main"]),
     ];
-    store
-        .save(&Report {
+    let (_, written) = store.save(
+        Report {
             pid: PID,
             start_time_ticks: Some(100),
             comm: "leaky".to_owned(),
@@ -104,8 +104,12 @@ fn fake() -> Fake {
             dropped: BTreeMap::new(),
             events: BTreeMap::new(),
             stacks,
-        })
-        .expect("a stored report");
+            interim: false,
+            end: None,
+        },
+        None,
+    );
+    written.expect("a stored report");
     let snapshot = Snapshot {
         updated_unix_seconds: 1_700_000_000.0,
         processes: vec![view()],
@@ -113,6 +117,7 @@ fn fake() -> Fake {
             loaded: true,
             ..ProbeHealth::default()
         },
+        ..Snapshot::default()
     };
     // The main loop is gone: a trace request that gets this far is answered 503 at once.
     let (commands, _) = mpsc::channel(1);

@@ -509,7 +509,15 @@ pub enum EventKind {
     /// object without an unwind table (`addr`): user space should publish its mappings again.
     /// Sent once until user space clears the request.
     UnwindTableWanted = 7,
+    /// A process ended that user space wants to hear of: one the OOM killer chose, one a
+    /// signal killed, or a traced one. `flags` is its exit code as `wait` reports it (the
+    /// signal in bits 0-6, the exit status in bits 8-15); `addr` is [`END_OOM_VICTIM`] when the
+    /// OOM killer chose it.
+    End = 8,
 }
+
+/// `Event::addr` of an [`EventKind::End`] whose process the OOM killer chose.
+pub const END_OOM_VICTIM: u64 = 1;
 
 impl EventKind {
     /// Decodes the raw `kind` field of an [`Event`].
@@ -522,6 +530,7 @@ impl EventKind {
             5 => Some(Self::Exit),
             6 => Some(Self::Exec),
             7 => Some(Self::UnwindTableWanted),
+            8 => Some(Self::End),
             _ => None,
         }
     }

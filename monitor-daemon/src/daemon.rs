@@ -4,6 +4,20 @@
 //! tracing within the configured limits (concurrent traces, per-process cool-down, an overhead
 //! budget); finished traces become reports in the state directory. SIGHUP reloads the
 //! configuration, SIGTERM and SIGINT detach every probe and stop.
+//!
+//! Urgency: a process whose exhaustion is imminent (`exhaustion_imminent`) is traced first, and
+//! when every trace slot is taken it takes the slot of the longest-running automatic trace of a
+//! process that is not urgent (that trace ends early, its report stored). A fast leak is traced
+//! with allocation sampling, so that the kernel's map of outstanding allocations holds the
+//! window ([`sample_rate_for`]). While its exhaustion is imminent, a trace's report is stored
+//! early and refreshed every `trace.report_refresh_seconds` (an interim report), so the latest
+//! evidence is on disk when the OOM killer strikes.
+//!
+//! Ends: when a watched process ends, the daemon records how (the kernel's `End` events: the
+//! OOM killer's victims, deaths by signal; else an exit) on its latest report (`end`); an OOM
+//! kill is also counted, logged on one line with the culprit stack, and listed in the snapshot.
+//! Reports that cannot be written (a full or read-only state directory) are held in memory,
+//! served, counted and written again every [`SWEEP_INTERVAL`].
 
 use std::{
     collections::{HashMap, HashSet},
@@ -28,7 +42,8 @@ use tokio::{
 
 use crate::{
     config::{self, Config, ConfigError, TargetSelector, TraceConfig},
-    model::{ProbeHealth, ProcessView, Snapshot},
+    model::{OomKill, ProbeHealth, ProcessView, Reason, Snapshot},
+    report::{EndReason, ProcessEnd, Report, text::human_bytes},
     serve::{
         api::{self, ApiState, Command, TraceAccepted},
         store::{ReportStore, StoreError},
@@ -36,6 +51,7 @@ use crate::{
     symbolize::symbolizer::Symbolizer,
     trace::{
         allocators,
+        ends::Ended,
         session::{Session, SessionParams, monotonic_ns},
         tracer::{self, MapLimits, SWEEP_INTERVAL, SWEEP_MIN_AGE, Tracer, TracerError},
     },
@@ -46,6 +62,16 @@ use crate::{
 const REPORT_TOP: usize = 50;
 /// How long a process that could not be traced (no allocator, vanished) is left alone.
 const FAILED_ATTACH_BACKOFF: Duration = Duration::from_secs(600);
+/// OOM kills listed in the snapshot.
+const RECENT_OOM_KILLS: usize = 20;
+/// How long the kernel's word on how a process ended waits for the watcher to miss it.
+const END_EVENT_TTL: Duration = Duration::from_secs(60);
+/// A fast leak is sampled so that its allocations fill at most this fraction of the kernel's
+/// map over one window...
+const SAMPLED_MAP_FRACTION: f64 = 0.25;
+/// ... but only once that takes a sampling rate of more than this many bytes (every allocation
+/// of a slower leak is recorded).
+const MIN_AUTO_SAMPLE_RATE: f64 = 256.0;
 
 /// What the command line gives `leakmon run`.
 #[derive(Debug, Clone, Default)]
@@ -124,68 +150,178 @@ enum Why {
     Target,
 }
 
-/// A finished trace on its way to the report writer.
+/// A report on its way to the report writer, under the id its trace was given.
 #[derive(Debug)]
-struct WriteJob {
+struct Outgoing {
     pid: u32,
     start_time_ticks: u64,
     comm: String,
-    report: Result<crate::report::Report, TracerError>,
-    detached: tracer::Detached,
-    detaching: Arc<AtomicUsize>,
+    id: String,
+    /// The report, or why there is none.
+    report: Result<Report, String>,
 }
 
-/// The report writer: one thread that detaches finished traces' probes and stores their
-/// reports, in order, telling the main loop through `saved`. One thread rather than a pool
-/// keeps the daemon's memory flat under churn (every thread gets its own malloc arena).
+/// What the report writer does, in order.
+#[derive(Debug)]
+enum Job {
+    /// A finished trace: detach its probes, then save its report.
+    Finished {
+        outgoing: Outgoing,
+        detached: tracer::Detached,
+        detaching: Arc<AtomicUsize>,
+    },
+    /// An interim report of a trace under way.
+    Interim(Outgoing),
+    /// A process ended: record how on its latest report, `id`.
+    End {
+        pid: u32,
+        start_time_ticks: u64,
+        comm: String,
+        id: String,
+        end: ProcessEnd,
+    },
+    /// Write the reports held in memory only.
+    Retry,
+}
+
+/// What a saved report was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SavedKind {
+    Finished,
+    Interim,
+    End,
+}
+
+/// The report writer: one thread that detaches finished traces' probes and saves reports, in
+/// order, telling the main loop through `saved`. One thread rather than a pool keeps the
+/// daemon's memory flat under churn (every thread gets its own malloc arena).
 fn report_writer(
     store: Arc<ReportStore>,
-    jobs: std::sync::mpsc::Receiver<WriteJob>,
+    jobs: std::sync::mpsc::Receiver<Job>,
     saved: mpsc::UnboundedSender<Saved>,
 ) {
     for job in jobs {
-        let WriteJob {
-            pid,
-            start_time_ticks,
-            comm,
-            report,
-            detached,
-            detaching,
-        } = job;
-        detached.detach_in_parallel();
-        detaching.fetch_sub(1, Ordering::Relaxed);
-        let outcome = match report {
-            Ok(report) => {
-                let leaking = report.stacks.iter().filter(|stack| stack.leaking).count();
-                store
-                    .save(&report)
-                    .map(|id| (id, leaking))
-                    .map_err(|err| format!("storing the report of pid {pid}: {err}"))
+        let message = match job {
+            Job::Finished {
+                outgoing,
+                detached,
+                detaching,
+            } => {
+                detached.detach_in_parallel();
+                detaching.fetch_sub(1, Ordering::Relaxed);
+                save(&store, outgoing, SavedKind::Finished)
             }
-            Err(err) => Err(format!("finishing the trace of pid {pid}: {err}")),
-        };
-        if saved
-            .send(Saved {
+            Job::Interim(outgoing) => save(&store, outgoing, SavedKind::Interim),
+            Job::End {
                 pid,
                 start_time_ticks,
                 comm,
-                outcome,
-            })
-            .is_err()
-        {
+                id,
+                end,
+            } => {
+                let report = store
+                    .read(&id)
+                    .map(|report| Report {
+                        end: Some(end),
+                        ..report
+                    })
+                    .map_err(|err| format!("recording how it ended: {err}"));
+                let outgoing = Outgoing {
+                    pid,
+                    start_time_ticks,
+                    comm,
+                    id,
+                    report,
+                };
+                save(&store, outgoing, SavedKind::End)
+            }
+            Job::Retry => {
+                for (id, written) in store.retry() {
+                    match written {
+                        Ok(()) => info!("report {id}, held in memory, is now written"),
+                        Err(err) => log::debug!("report {id} still cannot be written: {err}"),
+                    }
+                }
+                continue;
+            }
+        };
+        if saved.send(message).is_err() {
             return;
         }
     }
 }
 
-/// A finished trace's report, written (or not) off the main loop.
+/// Saves one report in the writer; the message for the main loop.
+fn save(store: &ReportStore, outgoing: Outgoing, kind: SavedKind) -> Saved {
+    let Outgoing {
+        pid,
+        start_time_ticks,
+        comm,
+        id,
+        report,
+    } = outgoing;
+    let outcome = match report {
+        Ok(report) => {
+            let leaking = report.stacks.iter().filter(|stack| stack.leaking).count();
+            let culprit = culprit(&report);
+            let (id, written) = store.save(report, Some(&id));
+            Ok(SavedReport {
+                id,
+                leaking,
+                culprit,
+                store_error: written.err().map(|err| err.to_string()),
+            })
+        }
+        Err(err) => Err(format!("the report of pid {pid}: {err}")),
+    };
+    Saved {
+        pid,
+        start_time_ticks,
+        comm,
+        kind,
+        outcome,
+    }
+}
+
+/// The frames of the report's top leaking stack, innermost first (by symbol, else module and
+/// address).
+fn culprit(report: &Report) -> Vec<String> {
+    report
+        .stacks
+        .iter()
+        .find(|stack| stack.leaking)
+        .map(|stack| {
+            stack
+                .frames
+                .iter()
+                .map(|frame| match (&frame.symbol, &frame.module) {
+                    (Some(symbol), _) => symbol.clone(),
+                    (None, Some(module)) => format!("{module}+{:#x}", frame.address),
+                    (None, None) => format!("{:#x}", frame.address),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A report saved (or not) off the main loop.
 #[derive(Debug)]
 struct Saved {
     pid: u32,
     start_time_ticks: u64,
     comm: String,
-    /// The report id and its number of leaking stacks, or why there is none.
-    outcome: Result<(String, usize), String>,
+    kind: SavedKind,
+    /// The report, or why there is none.
+    outcome: Result<SavedReport, String>,
+}
+
+/// A report the writer saved: held in memory, and written unless `store_error` says why not.
+#[derive(Debug)]
+struct SavedReport {
+    id: String,
+    leaking: usize,
+    culprit: Vec<String>,
+    store_error: Option<String>,
 }
 
 /// A trace under way.
@@ -196,6 +332,12 @@ struct Running {
     comm: String,
     until: Instant,
     why: Why,
+    /// The id its reports are saved under.
+    report_id: String,
+    /// The process's exhaustion is imminent: its report is stored during the window.
+    urgent: bool,
+    /// When its next interim report is due (while urgent).
+    next_report: Option<Instant>,
 }
 
 /// Everything the main loop owns.
@@ -212,7 +354,16 @@ struct Daemon {
     /// pid → (start time of the process it is about, when known; report id).
     latest_reports: HashMap<u32, (Option<u64>, String)>,
     /// The report writer's queue (see [`report_writer`]).
-    writer: std::sync::mpsc::Sender<WriteJob>,
+    writer: std::sync::mpsc::Sender<Job>,
+    /// How processes ended, as the kernel told, by pid, with when it told.
+    ended: HashMap<u32, (Ended, Instant)>,
+    /// The processes whose end is recorded (or being recorded), with when.
+    recorded_ends: HashMap<(u32, u64), Instant>,
+    /// The last view of traced processes the watcher no longer sees, for their end.
+    vanished: HashMap<u32, ProcessView>,
+    oom_kills_total: u64,
+    /// Newest first.
+    oom_kills: Vec<OomKill>,
     /// Finished traces whose probes the writer has not detached yet. Detaching costs the kernel
     /// a grace period per probe (a second or two per process), so no new trace starts while
     /// `trace.max_concurrent` of them wait: the probes (and their descriptors) stay bounded
@@ -224,13 +375,33 @@ struct Daemon {
     own_pid: u32,
 }
 
-fn session_params(trace: &TraceConfig) -> SessionParams {
+fn session_params(trace: &TraceConfig, sample_rate: u64) -> SessionParams {
     SessionParams {
         interval: Duration::from_secs_f64(trace.interval_seconds),
         min_age: Duration::ZERO,
         top: REPORT_TOP,
-        sample_rate: trace.sample_rate,
+        sample_rate,
     }
+}
+
+/// The sampling rate for a trace of `window_seconds` of a process whose memory grows by
+/// `growth` bytes a second: `configured`, or a coarser power of two when recording every
+/// allocation would fill more than [`SAMPLED_MAP_FRACTION`] of the kernel's map of
+/// `capacity` outstanding allocations (one record per `rate` bytes leaked).
+fn sample_rate_for(configured: u64, growth: f64, window_seconds: f64, capacity: u32) -> u64 {
+    let needed = growth * window_seconds / (SAMPLED_MAP_FRACTION * f64::from(capacity));
+    if !needed.is_finite() || needed <= MIN_AUTO_SAMPLE_RATE {
+        return configured;
+    }
+    configured
+        .max((needed.ceil() as u64).next_power_of_two())
+        .min(config::MAX_SAMPLE_RATE)
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |since| since.as_secs_f64())
 }
 
 fn ticker(seconds: f64) -> Interval {
@@ -256,9 +427,9 @@ fn matches(selector: &TargetSelector, view: &ProcessView) -> bool {
 }
 
 impl Daemon {
-    /// Samples every process, escalates, and publishes the snapshot.
+    /// Samples every process, records the ends of those gone, and escalates.
     fn watch_tick(&mut self) {
-        self.views = self.watcher.sample();
+        let previous = std::mem::replace(&mut self.views, self.watcher.sample());
         let alive: HashSet<(u32, u64)> = self
             .views
             .iter()
@@ -266,21 +437,48 @@ impl Daemon {
             .collect();
         self.cooldown
             .retain(|key, until| alive.contains(key) && *until > Instant::now());
+        let now = Instant::now();
+        self.ended
+            .retain(|_, (_, told)| now.duration_since(*told) < END_EVENT_TTL);
+        self.recorded_ends
+            .retain(|_, when| now.duration_since(*when) < END_EVENT_TTL * 10);
+        self.vanished
+            .retain(|pid, _| self.running.contains_key(pid));
+        for view in previous {
+            if !alive.contains(&(view.pid, view.start_time_ticks)) {
+                self.process_ended(view);
+            }
+        }
+        let refresh = self.refresh_interval();
+        for (pid, running) in &mut self.running {
+            let urgent = self.views.iter().any(|view| {
+                view.pid == *pid
+                    && view.start_time_ticks == running.start_time_ticks
+                    && view.reasons.contains(&Reason::ExhaustionImminent)
+            });
+            if urgent && !running.urgent {
+                running.next_report = Some(now + refresh / 2);
+            }
+            running.urgent |= urgent;
+        }
         self.escalate();
     }
 
-    /// Starts traces for the processes that want one, most relevant first, within the limits.
+    fn refresh_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.config.trace.report_refresh_seconds)
+    }
+
+    /// Starts traces for the processes that want one, within the limits: those whose
+    /// exhaustion is imminent first (taking the slot of a trace that is not urgent when none is
+    /// free), then the others, most relevant first.
     fn escalate(&mut self) {
         let trace = self.config.trace.clone();
         if self.detaching.load(Ordering::Relaxed) >= trace.max_concurrent {
             return;
         }
         let now = Instant::now();
-        let mut starts = Vec::new();
+        let mut candidates = Vec::new();
         for view in &self.views {
-            if self.running.len() + starts.len() >= trace.max_concurrent {
-                break;
-            }
             if view.pid == self.own_pid || self.running.contains_key(&view.pid) {
                 continue;
             }
@@ -298,11 +496,19 @@ impl Daemon {
             {
                 continue;
             }
-            starts.push((view.pid, view.start_time_ticks, view.comm.clone(), why));
+            let urgent = view.reasons.contains(&Reason::ExhaustionImminent);
+            candidates.push((urgent, why, view.clone()));
         }
-        for (pid, start_time_ticks, comm, why) in starts {
+        // Stable: the urgent first, each group in the views' order.
+        candidates.sort_by_key(|(urgent, _, _)| !urgent);
+        for (urgent, why, view) in candidates {
+            if self.running.len() >= trace.max_concurrent && !(urgent && self.make_room_for(&view))
+            {
+                break;
+            }
             let window = Duration::from_secs_f64(trace.window_seconds);
-            if let Err(reason) = self.start_trace(pid, start_time_ticks, comm, window, why) {
+            let (pid, start_time_ticks) = (view.pid, view.start_time_ticks);
+            if let Err(reason) = self.start_trace(&view, window, why, urgent) {
                 info!("not tracing pid {pid}: {reason}");
                 self.cooldown
                     .insert((pid, start_time_ticks), now + FAILED_ATTACH_BACKOFF);
@@ -310,31 +516,76 @@ impl Daemon {
         }
     }
 
-    /// Attaches to `pid` and traces it for `window`, counted from when its probes are in place
-    /// (attaching takes a while on a busy host).
+    /// Ends the automatic trace that has run longest among those of processes that are not
+    /// urgent, to trace `view` instead; false when there is none.
+    fn make_room_for(&mut self, view: &ProcessView) -> bool {
+        let Some(pid) = self
+            .running
+            .iter()
+            .filter(|(_, running)| !running.urgent && running.why != Why::Requested)
+            .max_by_key(|(_, running)| running.session.elapsed())
+            .map(|(pid, _)| *pid)
+        else {
+            return false;
+        };
+        if let Some(running) = self.running.get_mut(&pid) {
+            let forecast = view
+                .seconds_until_exhaustion
+                .map_or_else(String::new, |s| format!(" in {s:.0} s"));
+            running.session.cut_short(format!(
+                "ended early to trace pid {} ({}), whose memory, descriptors or threads run out{forecast}",
+                view.pid, view.comm
+            ));
+        }
+        self.finish(pid);
+        true
+    }
+
+    /// Attaches to the process of `view` and traces it for `window`, counted from when its
+    /// probes are in place (attaching takes a while on a busy host); `urgent` when its
+    /// exhaustion is imminent.
     fn start_trace(
         &mut self,
-        pid: u32,
-        start_time_ticks: u64,
-        comm: String,
+        view: &ProcessView,
         window: Duration,
         why: Why,
+        urgent: bool,
     ) -> Result<(), String> {
+        let (pid, start_time_ticks, comm) = (view.pid, view.start_time_ticks, view.comm.clone());
         let nonzero = NonZeroU32::new(pid).ok_or("pid 0 is not a process")?;
         let objects = allocators::allocator_objects(pid).map_err(|err| err.to_string())?;
-        let session = Session::start(
+        let trace = &self.config.trace;
+        let growth = view.rss_growth_bytes_per_second.max(0.0);
+        let sample_rate = sample_rate_for(
+            trace.sample_rate,
+            growth,
+            window.as_secs_f64(),
+            trace.max_allocations,
+        );
+        let mut session = Session::start(
             &mut self.tracer,
             nonzero,
             &objects,
-            session_params(&self.config.trace),
+            session_params(trace, sample_rate),
             false,
         )
         .map_err(|err| err.to_string())?;
+        if sample_rate != trace.sample_rate {
+            session.note(format!(
+                "one allocation recorded per {} allocated on average: the process grew by {}/s, \
+                 and recording every allocation would fill the kernel's map (trace.max_allocations)",
+                human_bytes(sample_rate),
+                human_bytes(growth as u64)
+            ));
+        }
         let until = Instant::now() + window;
+        let urgency = if urgent { ", exhaustion imminent" } else { "" };
         info!(
-            "tracing pid {pid} ({comm}) for {:.0} s ({why:?})",
+            "tracing pid {pid} ({comm}) for {:.0} s ({why:?}{urgency})",
             window.as_secs_f64()
         );
+        let report_id = self.store.new_id(pid, &comm);
+        let next_report = urgent.then(|| Instant::now() + self.refresh_interval() / 2);
         self.running.insert(
             pid,
             Running {
@@ -343,6 +594,9 @@ impl Daemon {
                 comm,
                 until,
                 why,
+                report_id,
+                urgent,
+                next_report,
             },
         );
         Ok(())
@@ -392,6 +646,32 @@ impl Daemon {
             }
             self.finish(pid);
         }
+        self.interim_reports(now);
+    }
+
+    /// Stores an interim report of each urgent trace whose report is due.
+    fn interim_reports(&mut self, now: Instant) {
+        let refresh = self.refresh_interval();
+        for (pid, running) in &mut self.running {
+            if running.next_report.is_none_or(|due| due > now) {
+                continue;
+            }
+            running.next_report = Some(now + refresh);
+            let report = running
+                .session
+                .interim_report(&self.tracer, &mut self.symbolizer, &running.comm)
+                .map_err(|err| err.to_string());
+            let job = Job::Interim(Outgoing {
+                pid: *pid,
+                start_time_ticks: running.start_time_ticks,
+                comm: running.comm.clone(),
+                id: running.report_id.clone(),
+                report,
+            });
+            if self.writer.send(job).is_err() {
+                error!("the report writer has stopped; the interim report of pid {pid} is lost");
+            }
+        }
     }
 
     /// Probe hits per second since the previous call, over every traced process.
@@ -420,11 +700,21 @@ impl Daemon {
         let Some(mut running) = self.running.remove(&pid) else {
             return;
         };
+        let mut end = None;
         if running.session.exited() {
             running.session.note(format!(
                 "the process exited after {:.1} s",
                 running.session.elapsed().as_secs_f64()
             ));
+            let view = self
+                .views
+                .iter()
+                .find(|view| view.pid == pid && view.start_time_ticks == running.start_time_ticks)
+                .cloned()
+                .or_else(|| self.vanished.remove(&pid));
+            if let Some(view) = view {
+                end = Some(self.record_end(&view));
+            }
         }
         if running.why != Why::Target {
             let cooldown = Duration::from_secs_f64(self.config.trace.cooldown_seconds);
@@ -435,11 +725,17 @@ impl Daemon {
             running
                 .session
                 .finish(&mut self.tracer, &mut self.symbolizer, &running.comm);
-        let job = WriteJob {
-            pid,
-            start_time_ticks: running.start_time_ticks,
-            comm: running.comm,
-            report,
+        let report = report
+            .map(|report| Report { end, ..report })
+            .map_err(|err| format!("finishing the trace: {err}"));
+        let job = Job::Finished {
+            outgoing: Outgoing {
+                pid,
+                start_time_ticks: running.start_time_ticks,
+                comm: running.comm,
+                id: running.report_id,
+                report,
+            },
             detached,
             detaching: Arc::clone(&self.detaching),
         };
@@ -449,29 +745,179 @@ impl Daemon {
         }
     }
 
-    /// Takes note of a report written by [`Daemon::finish`].
-    fn saved(&mut self, saved: Saved) {
-        match saved.outcome {
-            Ok((id, leaking)) => {
-                info!(
-                    "report {id}: pid {} ({}), {leaking} leaking stack(s)",
-                    saved.pid, saved.comm
-                );
-                self.latest_reports
-                    .insert(saved.pid, (Some(saved.start_time_ticks), id));
-                self.prune_latest_reports();
-            }
-            Err(err) => error!("{err}"),
+    /// A watched process is gone: records how it ended, on its latest report when it has one
+    /// (a traced one's is recorded when its trace finishes).
+    fn process_ended(&mut self, view: ProcessView) {
+        if self.running.contains_key(&view.pid) {
+            self.vanished.insert(view.pid, view);
+            return;
         }
+        let key = (view.pid, view.start_time_ticks);
+        if self.recorded_ends.contains_key(&key) {
+            return;
+        }
+        let report = self
+            .latest_reports
+            .get(&view.pid)
+            .filter(|(start, _)| start.is_none_or(|start| start == view.start_time_ticks))
+            .map(|(_, id)| id.clone());
+        let told = self.ended.contains_key(&view.pid);
+        if report.is_none() && !told {
+            // An exit of a process nobody asked about.
+            return;
+        }
+        let end = self.record_end(&view);
+        match report {
+            Some(id) => {
+                let job = Job::End {
+                    pid: view.pid,
+                    start_time_ticks: view.start_time_ticks,
+                    comm: view.comm.clone(),
+                    id,
+                    end,
+                };
+                if self.writer.send(job).is_err() {
+                    error!(
+                        "the report writer has stopped; the end of pid {} is lost",
+                        view.pid
+                    );
+                }
+            }
+            None if end.reason == EndReason::OomKill => {
+                self.oom_killed(view.pid, view.start_time_ticks, &view.comm, &end, None, &[]);
+            }
+            None => {}
+        }
+    }
+
+    /// How the process of `view` (its last sample) ended, as the kernel told or else an exit;
+    /// counts an OOM kill and marks the end recorded.
+    fn record_end(&mut self, view: &ProcessView) -> ProcessEnd {
+        self.recorded_ends
+            .insert((view.pid, view.start_time_ticks), Instant::now());
+        let told = self.ended.remove(&view.pid).map(|(ended, _)| ended);
+        let reason = match told {
+            Some(ended) if ended.oom_victim => EndReason::OomKill,
+            Some(ended) if ended.signal.is_some() => EndReason::Signal,
+            _ => EndReason::Exit,
+        };
+        if reason == EndReason::OomKill {
+            self.oom_kills_total += 1;
+        }
+        ProcessEnd {
+            reason,
+            unix_seconds: unix_now(),
+            signal: told.and_then(|ended| ended.signal),
+            exit_code: told.and_then(|ended| ended.exit_code),
+            rss_bytes: view.rss_bytes,
+            limit_bytes: view.memory_limit.as_ref().map(|limit| limit.limit),
+            limit: view.memory_limit.as_ref().map(ToString::to_string),
+        }
+    }
+
+    /// Logs an OOM kill on one line and lists it.
+    fn oom_killed(
+        &mut self,
+        pid: u32,
+        start_time_ticks: u64,
+        comm: &str,
+        end: &ProcessEnd,
+        report: Option<&str>,
+        culprit: &[String],
+    ) {
+        let limit = match (end.limit_bytes, &end.limit) {
+            (Some(bytes), Some(name)) => format!(" of a {} limit ({name})", human_bytes(bytes)),
+            _ => String::new(),
+        };
+        let evidence = match (report, culprit.is_empty()) {
+            (Some(id), false) => format!("report {id}, leaking in {}", culprit.join(" <- ")),
+            (Some(id), true) => format!("report {id}, no leaking stack found"),
+            (None, _) => "no report (it was not traced)".to_owned(),
+        };
+        error!(
+            "OOM kill: pid {pid} ({comm}) was killed by the OOM killer at RSS {}{limit}; {evidence}",
+            human_bytes(end.rss_bytes)
+        );
+        self.oom_kills.insert(
+            0,
+            OomKill {
+                pid,
+                start_time_ticks,
+                comm: comm.to_owned(),
+                unix_seconds: end.unix_seconds,
+                rss_bytes: end.rss_bytes,
+                limit_bytes: end.limit_bytes,
+                limit: end.limit.clone(),
+                report: report.map(str::to_owned),
+                culprit: culprit.to_vec(),
+            },
+        );
+        self.oom_kills.truncate(RECENT_OOM_KILLS);
+    }
+
+    /// Takes note of a report the writer saved.
+    fn saved(&mut self, saved: Saved) {
+        let report = match saved.outcome {
+            Ok(report) => report,
+            Err(err) => {
+                error!("{err}");
+                return;
+            }
+        };
+        let SavedReport {
+            id,
+            leaking,
+            culprit,
+            store_error,
+        } = report;
+        if let Some(err) = &store_error {
+            error!(
+                "storing report {id} of pid {} ({}): {err}; it is kept in memory, served, and \
+                 written again every {} s",
+                saved.pid,
+                saved.comm,
+                SWEEP_INTERVAL.as_secs()
+            );
+        }
+        match saved.kind {
+            SavedKind::Finished => info!(
+                "report {id}: pid {} ({}), {leaking} leaking stack(s)",
+                saved.pid, saved.comm
+            ),
+            SavedKind::Interim => info!(
+                "interim report {id}: pid {} ({}), {leaking} leaking stack(s)",
+                saved.pid, saved.comm
+            ),
+            SavedKind::End => info!("report {id}: pid {} ({}) ended", saved.pid, saved.comm),
+        }
+        let end = match self.store.read(&id) {
+            Ok(report) => report.end,
+            Err(err) => {
+                warn!("reading report {id}: {err}");
+                None
+            }
+        };
+        if saved.kind != SavedKind::Interim
+            && let Some(end) = end.filter(|end| end.reason == EndReason::OomKill)
+        {
+            self.oom_killed(
+                saved.pid,
+                saved.start_time_ticks,
+                &saved.comm,
+                &end,
+                Some(&id),
+                &culprit,
+            );
+        }
+        self.latest_reports
+            .insert(saved.pid, (Some(saved.start_time_ticks), id));
+        self.prune_latest_reports();
     }
 
     /// Forgets report ids that retention removed.
     fn prune_latest_reports(&mut self) {
-        match self.store.list() {
-            Ok(list) => {
-                let kept: HashSet<String> = list.into_iter().map(|meta| meta.id).collect();
-                self.latest_reports.retain(|_, (_, id)| kept.contains(id));
-            }
+        match self.store.ids() {
+            Ok(kept) => self.latest_reports.retain(|_, (_, id)| kept.contains(id)),
             Err(err) => warn!("listing reports: {err}"),
         }
     }
@@ -499,6 +945,9 @@ impl Daemon {
                     .insert("STACK_STATS".to_owned(), entries as u64);
             }
             Err(err) => warn!("counting stack totals: {err}"),
+        }
+        if self.store.health().unstored > 0 && self.writer.send(Job::Retry).is_err() {
+            error!("the report writer has stopped; reports held in memory are not written");
         }
     }
 
@@ -541,8 +990,9 @@ impl Daemon {
             .iter()
             .find(|view| view.pid == pid)
             .ok_or_else(|| format!("pid {pid} is not watched"))?;
-        let (start_time_ticks, comm) = (view.start_time_ticks, view.comm.clone());
-        self.start_trace(pid, start_time_ticks, comm, duration, Why::Requested)?;
+        let view = view.clone();
+        let urgent = view.reasons.contains(&Reason::ExhaustionImminent);
+        self.start_trace(&view, duration, Why::Requested, urgent)?;
         Ok(TraceAccepted {
             pid,
             duration_seconds: duration.as_secs_f64(),
@@ -612,11 +1062,12 @@ impl Daemon {
                 .map(|(_, id)| id.clone());
         }
         Snapshot {
-            updated_unix_seconds: SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0.0, |since| since.as_secs_f64()),
+            updated_unix_seconds: unix_now(),
             processes,
             probes: self.health.clone(),
+            oom_kills_total: self.oom_kills_total,
+            oom_kills: self.oom_kills.clone(),
+            report_store: self.store.health(),
         }
     }
 
@@ -739,6 +1190,11 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         cooldown: HashMap::new(),
         latest_reports: HashMap::new(),
         writer: jobs_tx,
+        ended: HashMap::new(),
+        recorded_ends: HashMap::new(),
+        vanished: HashMap::new(),
+        oom_kills_total: 0,
+        oom_kills: Vec::new(),
         detaching: Arc::new(AtomicUsize::new(0)),
         views: Vec::new(),
         health: ProbeHealth {
@@ -777,8 +1233,11 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             _ = sweeps.tick() => daemon.sweep(),
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| DaemonError::Io { what: "polling the events ring buffer", source })?;
-                let Daemon { running, tracer, .. } = &mut daemon;
+                let Daemon { running, tracer, ended, .. } = &mut daemon;
                 tracer::drain_events(guard.get_inner_mut(), |event| {
+                    if let Some(end) = Ended::from_event(&event) {
+                        ended.insert(end.pid, (end, Instant::now()));
+                    }
                     if let Some(running) = running.get_mut(&event.tgid)
                         && let Err(err) = running.session.handle(tracer, &event)
                     {
@@ -829,4 +1288,55 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     drop(daemon);
     info!("stopped; every probe detached");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{frame, report};
+
+    #[test]
+    fn fast_leaks_are_sampled_to_fit_the_map() {
+        const CAPACITY: u32 = 262_144;
+        // 256 KiB/s for a minute: every allocation recorded.
+        assert_eq!(sample_rate_for(0, 256.0 * 1024.0, 60.0, CAPACITY), 0);
+        // 20 MB/s for a minute: one record per 32 KiB, some 37,000 records, a seventh of the map.
+        let rate = sample_rate_for(0, 20e6, 60.0, CAPACITY);
+        assert_eq!(rate, 32 * 1024);
+        assert!(20e6 * 60.0 / rate as f64 <= SAMPLED_MAP_FRACTION * f64::from(CAPACITY));
+        // A coarser configured rate is kept; the rate is capped.
+        assert_eq!(sample_rate_for(1 << 20, 20e6, 60.0, CAPACITY), 1 << 20);
+        assert_eq!(
+            sample_rate_for(0, 1e18, 60.0, CAPACITY),
+            config::MAX_SAMPLE_RATE
+        );
+        assert_eq!(sample_rate_for(0, f64::NAN, 60.0, CAPACITY), 0);
+    }
+
+    #[test]
+    fn the_culprit_is_the_top_leaking_stack() {
+        let stack = |leaking, symbols: &[Option<&str>]| crate::report::StackReport {
+            leaking,
+            frames: symbols
+                .iter()
+                .map(|symbol| frame(0x1234, *symbol, Some("/usr/bin/app")))
+                .collect(),
+            ..crate::report::StackReport::default()
+        };
+        let found = report(
+            1,
+            "app",
+            vec![
+                stack(false, &[Some("cache_fill")]),
+                stack(true, &[Some("leak_on_error"), None, Some("main")]),
+                stack(true, &[Some("smaller_leak")]),
+            ],
+        );
+        assert_eq!(
+            culprit(&found),
+            ["leak_on_error", "/usr/bin/app+0x1234", "main"]
+        );
+        let none = report(1, "app", vec![stack(false, &[Some("cache_fill")])]);
+        assert!(culprit(&none).is_empty());
+    }
 }

@@ -174,6 +174,41 @@ pub struct ProbeHealth {
     pub traced_pids: Vec<u32>,
 }
 
+/// A process the OOM killer killed, as the daemon recorded it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OomKill {
+    /// The process.
+    pub pid: u32,
+    /// Its start time in clock ticks since boot.
+    pub start_time_ticks: u64,
+    /// Its command name.
+    pub comm: String,
+    /// When it was killed, in seconds since the Unix epoch.
+    pub unix_seconds: f64,
+    /// Its RSS at the last sample before the kill.
+    pub rss_bytes: u64,
+    /// Its tightest memory limit then, bytes, when known.
+    pub limit_bytes: Option<u64>,
+    /// Which limit that is, e.g. `memory.limit_in_bytes of /leakmon`.
+    pub limit: Option<String>,
+    /// Its latest report, which records the kill, when it had one.
+    pub report: Option<String>,
+    /// The culprit: the frames of that report's top leaking stack (innermost first, as
+    /// `symbol` or `module+0xoffset`); empty without a report or a leaking stack.
+    pub culprit: Vec<String>,
+}
+
+/// How writing reports to the state directory has fared since the daemon started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// Failed attempts to write a report (a full or read-only file system, ...).
+    pub errors_total: u64,
+    /// Reports held in memory only, served from there and retried.
+    pub unstored: u64,
+    /// The latest write error, on one line.
+    pub last_error: Option<String>,
+}
+
 /// Everything the daemon publishes, refreshed at each watch interval.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -183,4 +218,13 @@ pub struct Snapshot {
     pub processes: Vec<ProcessView>,
     /// The kernel side.
     pub probes: ProbeHealth,
+    /// OOM kills of watched processes since the daemon started.
+    #[serde(default)]
+    pub oom_kills_total: u64,
+    /// The latest of them, newest first (a bounded number).
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
+    /// Writing reports.
+    #[serde(default)]
+    pub report_store: StoreHealth,
 }

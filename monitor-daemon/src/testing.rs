@@ -53,6 +53,8 @@ pub(crate) fn report(
         dropped: std::collections::BTreeMap::new(),
         events: std::collections::BTreeMap::new(),
         stacks,
+        interim: false,
+        end: None,
     }
 }
 

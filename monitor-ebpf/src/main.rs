@@ -11,6 +11,8 @@
 //! * `sched_process_exit` / `sched_process_exec` (BTF tracepoints): stop tracing a process that
 //!   exits and tell user space, which then releases the process's state, so a reused pid never
 //!   inherits it.
+//! * `oom_mark_victim` / `process_end` (BTF tracepoints, in `ends`): how processes end (the OOM
+//!   killer's victims, deaths by signal), told to user space.
 //! * `empty_enter` / `empty_exit`: do nothing; the probe-cost benchmark attaches them.
 //!
 //! Every record that cannot be kept is counted in the per-CPU `STATS` array.
@@ -40,6 +42,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
+mod ends;
 mod unwind;
 
 use monitor_common::{
@@ -604,7 +607,7 @@ fn mapping_call(
             args.flags = arg(3);
         }
         EventKind::Brk => args.flags = if nested { BRK_NESTED } else { 0 },
-        EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
+        EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted | EventKind::End => {}
     }
     if with_stack && let Some(regs) = syscall_regs() {
         let mut captured = capture_stack(tgid, regs);
@@ -665,7 +668,11 @@ fn mapping_done(tgid: u32, args: &SyscallArgs, ret: i64) {
             event.new_len = args.new_len;
         }
         EventKind::Brk => event.new_addr = ret as u64,
-        EventKind::Munmap | EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
+        EventKind::Munmap
+        | EventKind::Exit
+        | EventKind::Exec
+        | EventKind::UnwindTableWanted
+        | EventKind::End => {}
     }
     emit(&event);
 }

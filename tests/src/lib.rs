@@ -1598,6 +1598,8 @@ mod tests {
             dropped: Default::default(),
             events: Default::default(),
             stacks,
+            interim: false,
+            end: None,
         }
     }
 

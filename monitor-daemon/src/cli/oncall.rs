@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::cli::client::{Client, ClientError, ReportFormat};
 use crate::config::{self, ConfigError};
-use crate::model::{ProcessView, Reason};
+use crate::model::{OomKill, ProcessView, Reason, StoreHealth};
 use crate::report::text::{human_bytes, human_rate};
 use crate::serve::api::{AccessError, Token};
 
@@ -199,9 +199,83 @@ pub fn format_status(
         }
     }
 
+    if let Some(top) = top {
+        write_oom_kills(&mut out, top, now_unix_seconds);
+        write_report_store(&mut out, top);
+    }
+
     out.push('\n');
     write_probes(&mut out, probes);
     out
+}
+
+/// The recent OOM kills of the status answer, each with its report's culprit stack.
+fn write_oom_kills(out: &mut String, top: &Map<String, Value>, now_unix_seconds: f64) {
+    let total = top
+        .get("oom_kills_total")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    let kills: Vec<OomKill> = top
+        .get("oom_kills")
+        .and_then(|kills| serde_json::from_value(kills.clone()).ok())
+        .unwrap_or_default();
+    if total == 0 && kills.is_empty() {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(out, "OOM kills: {total} since the daemon started");
+    for kill in &kills {
+        let limit = match (kill.limit_bytes, &kill.limit) {
+            (Some(bytes), Some(name)) => format!(" of a {} limit ({name})", human_bytes(bytes)),
+            (Some(bytes), None) => format!(" of a {} limit", human_bytes(bytes)),
+            (None, _) => String::new(),
+        };
+        let ago = human_duration((now_unix_seconds - kill.unix_seconds).max(1.0));
+        let _ = writeln!(
+            out,
+            "  {} {}: killed {ago} ago at RSS {}{limit}",
+            kill.pid,
+            kill.comm,
+            human_bytes(kill.rss_bytes)
+        );
+        match (&kill.report, kill.culprit.is_empty()) {
+            (Some(report), false) => {
+                let _ = writeln!(out, "      report {report}; leaking in:");
+                for frame in &kill.culprit {
+                    let _ = writeln!(out, "        {frame}");
+                }
+            }
+            (Some(report), true) => {
+                let _ = writeln!(out, "      report {report}; no leaking stack in it");
+            }
+            (None, _) => {
+                let _ = writeln!(out, "      no report (it was not traced before the kill)");
+            }
+        }
+    }
+}
+
+/// The report store's health, when writing reports has failed.
+fn write_report_store(out: &mut String, top: &Map<String, Value>) {
+    let Some(store) = top
+        .get("report_store")
+        .and_then(|store| serde_json::from_value::<StoreHealth>(store.clone()).ok())
+    else {
+        return;
+    };
+    if store.errors_total == 0 && store.unstored == 0 {
+        return;
+    }
+    out.push('\n');
+    let _ = writeln!(
+        out,
+        "REPORT STORE: {} failed write(s); {} report(s) held in memory only (served, and written \
+         again every few seconds)",
+        store.errors_total, store.unstored
+    );
+    if let Some(error) = &store.last_error {
+        let _ = writeln!(out, "  last error: {error}");
+    }
 }
 
 fn write_suspect(out: &mut String, process: &ProcessView) {
@@ -229,7 +303,13 @@ fn write_suspect(out: &mut String, process: &ProcessView) {
     );
     let mut facts = Vec::new();
     if let Some(seconds) = process.seconds_until_exhaustion {
-        facts.push(format!("runs out in {}", human_duration(seconds)));
+        let limit = process
+            .memory_limit
+            .as_ref()
+            .filter(|_| process.reasons.contains(&Reason::Rss))
+            .map(|limit| format!(" ({limit})"))
+            .unwrap_or_default();
+        facts.push(format!("runs out in {}{limit}", human_duration(seconds)));
     }
     if process.traced {
         facts.push("traced now".to_owned());
@@ -262,12 +342,13 @@ fn probe_fields(top: &Map<String, Value>) -> &Map<String, Value> {
 }
 
 /// Status fields shown on their own lines.
-const SHOWN_KEYS: [&str; 5] = [
+const SHOWN_KEYS: [&str; 6] = [
     "version",
     "updated_unix_seconds",
     "processes_watched",
     "processes_suspected",
     "processes_traced",
+    "oom_kills_total",
 ];
 
 /// Other numeric top-level fields (and those of a `counts` object) that are not probe health,
@@ -548,6 +629,67 @@ mod tests {
              no suspected leaks\n\
              \n\
              probes: NOT LOADED: not running as root\n"
+        );
+    }
+
+    #[test]
+    fn status_lists_oom_kills_and_report_store_failures() {
+        let health = json!({
+            "version": "0.1.0",
+            "processes_watched": 3,
+            "processes_suspected": 0,
+            "processes_traced": 0,
+            "oom_kills_total": 2,
+            "oom_kills": [
+                {
+                    "pid": 77, "start_time_ticks": 5, "comm": "flood",
+                    "unix_seconds": 990.0, "rss_bytes": 1073741824u64,
+                    "limit_bytes": 1073741824u64,
+                    "limit": "memory.limit_in_bytes of /svc", "report": "1-77-flood",
+                    "culprit": ["leak_on_error", "handle_request", "main"]
+                },
+                {
+                    "pid": 78, "start_time_ticks": 6, "comm": "other",
+                    "unix_seconds": 400.0, "rss_bytes": 1048576u64, "limit_bytes": null,
+                    "limit": null, "report": null, "culprit": []
+                }
+            ],
+            "report_store": {
+                "errors_total": 3, "unstored": 1,
+                "last_error": "cannot write x: No space left on device (os error 28)"
+            },
+            "probes": {"loaded": true}
+        });
+        let text = format_status(addr(), &health, &[], 1000.0);
+        assert!(
+            text.contains(
+                "OOM kills: 2 since the daemon started\n  \
+                   77 flood: killed 10 s ago at RSS 1.0 GiB of a 1.0 GiB limit \
+                   (memory.limit_in_bytes of /svc)\n      \
+                     report 1-77-flood; leaking in:\n        \
+                       leak_on_error\n        \
+                       handle_request\n        \
+                       main\n  \
+                   78 other: killed 10m 00s ago at RSS 1.0 MiB\n      \
+                     no report (it was not traced before the kill)\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "REPORT STORE: 3 failed write(s); 1 report(s) held in memory only (served, and \
+                 written again every few seconds)\n  \
+                   last error: cannot write x: No space left on device (os error 28)\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("oom_kills_total="), "{text}");
+        let quiet =
+            json!({"oom_kills_total": 0, "report_store": {"errors_total": 0, "unstored": 0}});
+        let text = format_status(addr(), &quiet, &[], 0.0);
+        assert!(
+            !text.contains("OOM") && !text.contains("REPORT STORE"),
+            "{text}"
         );
     }
 

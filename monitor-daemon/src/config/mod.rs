@@ -21,6 +21,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+/// Largest `trace.sample_rate` (1 TiB between samples).
+pub const MAX_SAMPLE_RATE: u64 = 1 << 40;
+
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -3,14 +3,12 @@
 
 use std::fmt::Display;
 
-use super::{Config, ConfigError, TargetSelector};
+use super::{Config, ConfigError, MAX_SAMPLE_RATE, TargetSelector};
 
 /// The origin errors of [`Config::validate`] name before [`ConfigError::with_origin`].
 const UNNAMED_ORIGIN: &str = "configuration";
 /// `watch.window_seconds` must hold at least this many samples.
 const MIN_WINDOW_SAMPLES: f64 = 6.0;
-/// Largest `trace.sample_rate` (1 TiB between samples).
-const MAX_SAMPLE_RATE: u64 = 1 << 40;
 /// Smallest capacity of a kernel map.
 const MIN_MAP_ENTRIES: u32 = 1024;
 /// Smallest `reports.max_bytes` (1 MiB).

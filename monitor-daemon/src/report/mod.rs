@@ -139,6 +139,64 @@ pub struct Report {
     pub events: BTreeMap<String, u64>,
     /// Stacks holding outstanding memory, by outstanding bytes, largest first.
     pub stacks: Vec<StackReport>,
+    /// An interim report, written while the trace window was still running (the trace of a
+    /// process whose exhaustion is imminent is stored early and refreshed); the final report
+    /// replaces it when the window ends.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub interim: bool,
+    /// How the process ended, once it has (recorded on its latest report).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end: Option<ProcessEnd>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// Why a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// The kernel's OOM killer chose it (`oom:mark_victim`).
+    OomKill,
+    /// It exited (or the way it ended is unknown).
+    Exit,
+    /// A signal killed it.
+    Signal,
+}
+
+impl EndReason {
+    /// The snake_case name, as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::OomKill => "oom_kill",
+            Self::Exit => "exit",
+            Self::Signal => "signal",
+        }
+    }
+}
+
+/// How and when a process ended, and where its memory stood.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProcessEnd {
+    /// Why.
+    pub reason: EndReason,
+    /// When, in seconds since the Unix epoch.
+    pub unix_seconds: f64,
+    /// The signal that killed it (9 for the OOM killer's SIGKILL), when one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<u32>,
+    /// Its exit status, when it exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<u32>,
+    /// Its resident set size at the last sample before the end.
+    pub rss_bytes: u64,
+    /// Its tightest memory limit at the last sample before the end, bytes, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_bytes: Option<u64>,
+    /// Which limit that is, e.g. `memory.limit_in_bytes of /leakmon`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<String>,
 }
 
 /// One allocator entry point as probed.

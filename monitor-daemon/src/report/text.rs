@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Frame, Report, StackReport};
+use super::{EndReason, Frame, ProcessEnd, Report, StackReport};
 
 /// Renders `report` for a terminal: the header, then at most `top` stacks, leaking ones first,
 /// each group by growth rate, fastest first.
@@ -63,6 +63,15 @@ fn write_header(out: &mut String, report: &Report) {
         human_bytes(report.totals.outstanding_bytes),
         report.totals.outstanding_allocations
     );
+    if let Some(end) = &report.end {
+        write_end(out, end);
+    }
+    if report.interim {
+        let _ = writeln!(
+            out,
+            "INTERIM: written while the trace was running; the final report replaces it"
+        );
+    }
     if report.partial {
         let _ = writeln!(
             out,
@@ -81,6 +90,27 @@ fn write_header(out: &mut String, report: &Report) {
     if !dropped.is_empty() {
         let _ = writeln!(out, "dropped: {}", dropped.join(", "));
     }
+}
+
+fn write_end(out: &mut String, end: &ProcessEnd) {
+    let how = match (end.reason, end.signal, end.exit_code) {
+        (EndReason::OomKill, _, _) => "KILLED BY THE OOM KILLER".to_owned(),
+        (EndReason::Signal, Some(signal), _) => format!("killed by signal {signal}"),
+        (EndReason::Signal, None, _) => "killed by a signal".to_owned(),
+        (EndReason::Exit, _, Some(code)) => format!("exited with status {code}"),
+        (EndReason::Exit, _, None) => "exited".to_owned(),
+    };
+    let limit = match (end.limit_bytes, &end.limit) {
+        (Some(bytes), Some(name)) => format!(" of a limit of {} ({name})", human_bytes(bytes)),
+        (Some(bytes), None) => format!(" of a limit of {}", human_bytes(bytes)),
+        (None, _) => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "ended: {how} at {} (Unix time), RSS {}{limit}",
+        end.unix_seconds.round(),
+        human_bytes(end.rss_bytes)
+    );
 }
 
 fn write_stack(out: &mut String, rank: usize, stack: &StackReport) {

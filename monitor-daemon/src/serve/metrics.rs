@@ -87,6 +87,32 @@ pub fn render(snapshot: &Snapshot, max_process_series: usize) -> String {
         );
     }
     out.family(
+        "leakmon_oom_kills_total",
+        "counter",
+        "Watched processes the kernel's OOM killer killed since the daemon started.",
+    );
+    out.sample(
+        "leakmon_oom_kills_total",
+        &[],
+        snapshot.oom_kills_total as f64,
+    );
+    out.family(
+        "leakmon_report_store_errors_total",
+        "counter",
+        "Failed attempts to write a report to the state directory (a full or read-only file \
+         system) since the daemon started.",
+    );
+    out.sample(
+        "leakmon_report_store_errors_total",
+        &[],
+        snapshot.report_store.errors_total as f64,
+    );
+    out.gauge(
+        "leakmon_reports_unstored",
+        "Reports held in memory only, served from there and written again until they are stored.",
+        snapshot.report_store.unstored as f64,
+    );
+    out.family(
         "leakmon_bpf_map_entries",
         "gauge",
         "Entries in each kernel map.",
@@ -373,7 +399,7 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
-    use crate::model::ProbeHealth;
+    use crate::model::{ProbeHealth, StoreHealth};
 
     fn process(pid: u32, comm: &str) -> ProcessView {
         ProcessView {
@@ -408,6 +434,13 @@ mod tests {
                 map_entries: BTreeMap::from([("allocs".to_owned(), 17)]),
                 traced_pids: vec![10],
             },
+            oom_kills_total: 3,
+            report_store: StoreHealth {
+                errors_total: 5,
+                unstored: 2,
+                last_error: None,
+            },
+            ..Snapshot::default()
         }
     }
 
@@ -436,6 +469,10 @@ mod tests {
             "leakmon_probe_events_total",
             "leakmon_probe_events_dropped_total",
             "leakmon_bpf_map_entries",
+            "leakmon_oom_kills_total",
+            "leakmon_report_store_errors_total",
+            "leakmon_reports_unstored",
+            "leakmon_process_threads_growth_per_second",
             "leakmon_processes_watched",
             "leakmon_processes_suspected",
             "process_cpu_seconds_total",
@@ -504,6 +541,18 @@ mod tests {
         assert_eq!(
             value(&text, r#"leakmon_bpf_map_entries{map="allocs"}"#),
             Some("17".to_owned())
+        );
+        assert_eq!(
+            value(&text, "leakmon_oom_kills_total"),
+            Some("3".to_owned())
+        );
+        assert_eq!(
+            value(&text, "leakmon_report_store_errors_total"),
+            Some("5".to_owned())
+        );
+        assert_eq!(
+            value(&text, "leakmon_reports_unstored"),
+            Some("2".to_owned())
         );
         let rss: f64 = value(&text, "process_resident_memory_bytes")
             .unwrap()

@@ -6,18 +6,27 @@
 //! An id is `<unix millis>-<pid>-<sanitized comm>`. A report exists once its `.json` file does:
 //! the pprof file is renamed into place first, the JSON last, and leftovers of a crash in
 //! between (temporary files, a pprof file without its JSON) are removed at [`ReportStore::open`].
+//! Saving under an existing id replaces that report (a trace's interim reports, its final one,
+//! and its process's end are written under one id).
+//!
+//! A host in trouble often has a full or read-only disk too, so the evidence does not depend on
+//! the disk: the latest report of each process is also held in memory (at most [`MAX_HELD`]
+//! processes, those whose report could not be written kept first), served from there, and
+//! written again by [`ReportStore::retry`] until it is stored. Failed writes are counted
+//! ([`StoreHealth`]).
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::ReportsConfig;
+use crate::model::StoreHealth;
 use crate::report::{EncodeError, OutputFormat, Report, encode};
 
 /// Suffix of a report's JSON file.
@@ -30,6 +39,8 @@ const TEMP_PREFIX: &str = ".tmp-";
 const MAX_COMM_LEN: usize = 32;
 /// Longest id accepted.
 const MAX_ID_LEN: usize = 96;
+/// Processes whose latest report is held in memory.
+pub const MAX_HELD: usize = 32;
 
 /// Why the store failed.
 #[derive(Debug, Error)]
@@ -78,12 +89,62 @@ pub struct ReportMeta {
     pub bytes: u64,
 }
 
-/// The report directory. Saving is serialized; reads may run concurrently with it.
+/// The latest report of one process, held in memory.
+#[derive(Debug)]
+struct Held {
+    id: String,
+    report: Arc<Report>,
+    /// Written to disk as it is now.
+    stored: bool,
+}
+
+/// What the store keeps in memory: the held reports, least recently saved first, and the
+/// health of its writes.
+#[derive(Debug, Default)]
+struct Memory {
+    held: Vec<Held>,
+    health: StoreHealth,
+}
+
+impl Memory {
+    /// Holds `report` as the latest of its process, replacing the one it had; drops the least
+    /// recently saved report beyond [`MAX_HELD`], a stored one first.
+    fn hold(&mut self, id: &str, report: Arc<Report>, stored: bool) {
+        self.held
+            .retain(|held| held.id != id && held.report.pid != report.pid);
+        self.held.push(Held {
+            id: id.to_owned(),
+            report,
+            stored,
+        });
+        if self.held.len() > MAX_HELD {
+            let victim = self.held.iter().position(|held| held.stored).unwrap_or(0);
+            let dropped = self.held.remove(victim);
+            if !dropped.stored {
+                log::error!(
+                    "report {} could not be written and is dropped from memory: more than \
+                     {MAX_HELD} reports wait to be written",
+                    dropped.id
+                );
+            }
+        }
+        self.health.unstored = self.held.iter().filter(|held| !held.stored).count() as u64;
+    }
+
+    fn failed(&mut self, err: &StoreError) {
+        self.health.errors_total += 1;
+        self.health.last_error = Some(err.to_string());
+    }
+}
+
+/// The report directory, with the latest report of each process held in memory. Saving is
+/// serialized; reads may run concurrently with it.
 #[derive(Debug)]
 pub struct ReportStore {
     dir: PathBuf,
     limits: ReportsConfig,
     write_lock: Mutex<()>,
+    memory: Mutex<Memory>,
 }
 
 impl ReportStore {
@@ -96,12 +157,19 @@ impl ReportStore {
             .mode(0o700)
             .create(&dir)
             .map_err(io_error("create", &dir))?;
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
-            .map_err(io_error("set permissions of", &dir))?;
+        let mode = fs::metadata(&dir)
+            .map_err(io_error("inspect", &dir))?
+            .permissions()
+            .mode();
+        if mode & 0o777 != 0o700 {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(io_error("set permissions of", &dir))?;
+        }
         let store = Self {
             dir,
             limits,
             write_lock: Mutex::new(()),
+            memory: Mutex::new(Memory::default()),
         };
         store.remove_crash_leftovers()?;
         Ok(store)
@@ -112,60 +180,154 @@ impl ReportStore {
         &self.dir
     }
 
-    /// Stores `report` (JSON and gzipped pprof), then removes the oldest reports until the
-    /// retention limits hold again, never the one just written. Returns its id.
-    pub fn save(&self, report: &Report) -> Result<String, StoreError> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A new id for a report on process `pid` (`comm`), taken by no report on disk or in
+    /// memory: the daemon names a trace's report when the trace starts, and its interim and
+    /// final reports are saved under it.
+    pub fn new_id(&self, pid: u32, comm: &str) -> String {
+        let comm = sanitize_comm(comm);
+        let mut millis = unix_millis();
+        loop {
+            let id = format!("{millis}-{pid}-{comm}");
+            let held = self.memory().held.iter().any(|held| held.id == id);
+            // A disk that cannot say is taken as free: the write will tell.
+            let on_disk = self.path(&id, JSON_SUFFIX).try_exists().unwrap_or(false);
+            if !held && !on_disk {
+                return id;
+            }
+            millis += 1;
+        }
+    }
+
+    /// Saves `report` under `id` (a new id when `None`; an existing report of that id is
+    /// replaced): holds it in memory as the latest report of its process, then writes it (JSON
+    /// and gzipped pprof) and removes the oldest reports until the retention limits hold again,
+    /// never the one just written. Gives its id, and why it could not be written (it is then
+    /// served from memory until [`ReportStore::retry`] writes it).
+    pub fn save(&self, report: Report, id: Option<&str>) -> (String, Result<(), StoreError>) {
+        let id = match id {
+            Some(id) => id.to_owned(),
+            None => self.new_id(report.pid, &report.comm),
+        };
+        let report = Arc::new(report);
+        self.memory().hold(&id, Arc::clone(&report), false);
+        let written = self.write(&id, &report);
+        (id, written)
+    }
+
+    /// Writes the held reports that could not be written yet; gives each one's id and outcome.
+    pub fn retry(&self) -> Vec<(String, Result<(), StoreError>)> {
+        let unstored: Vec<(String, Arc<Report>)> = self
+            .memory()
+            .held
+            .iter()
+            .filter(|held| !held.stored)
+            .map(|held| (held.id.clone(), Arc::clone(&held.report)))
+            .collect();
+        unstored
+            .into_iter()
+            .map(|(id, report)| {
+                let written = self.write(&id, &report);
+                (id, written)
+            })
+            .collect()
+    }
+
+    /// Writes a held report and notes the outcome.
+    fn write(&self, id: &str, report: &Arc<Report>) -> Result<(), StoreError> {
+        let written = self.write_files(id, report);
+        let mut memory = self.memory();
+        match &written {
+            Ok(()) => {
+                // Stored as held, unless it was replaced meanwhile.
+                if let Some(held) = memory
+                    .held
+                    .iter_mut()
+                    .find(|held| held.id == id && Arc::ptr_eq(&held.report, report))
+                {
+                    held.stored = true;
+                }
+            }
+            Err(err) => memory.failed(err),
+        }
+        memory.health.unstored = memory.held.iter().filter(|held| !held.stored).count() as u64;
+        written
+    }
+
+    fn write_files(&self, id: &str, report: &Report) -> Result<(), StoreError> {
         let json = encode(report, OutputFormat::Json, 0)?;
         let pprof = encode(report, OutputFormat::Pprof, 0)?;
         let _guard = self
             .write_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-
-        let comm = sanitize_comm(&report.comm);
-        let mut millis = unix_millis();
-        let id = loop {
-            let id = format!("{millis}-{}-{comm}", report.pid);
-            let taken = self
-                .path(&id, JSON_SUFFIX)
-                .try_exists()
-                .map_err(io_error("inspect", &self.dir))?;
-            if !taken {
-                break id;
-            }
-            millis += 1;
-        };
-
-        self.write_atomically(&id, PPROF_SUFFIX, &pprof)?;
-        self.write_atomically(&id, JSON_SUFFIX, &json)?;
+        self.write_atomically(id, PPROF_SUFFIX, &pprof)?;
+        self.write_atomically(id, JSON_SUFFIX, &json)?;
         self.sync_dir()?;
-        self.enforce_retention(&id)?;
-        Ok(id)
+        self.enforce_retention(id)
     }
 
-    /// The newest report of process `pid`, with its id.
-    pub fn latest_for(&self, pid: u32) -> Result<Option<(String, Report)>, StoreError> {
+    /// The ids of every report, on disk or held in memory.
+    pub fn ids(&self) -> Result<std::collections::HashSet<String>, StoreError> {
+        let mut ids: std::collections::HashSet<String> =
+            self.list()?.into_iter().map(|meta| meta.id).collect();
+        ids.extend(self.memory().held.iter().map(|held| held.id.clone()));
+        Ok(ids)
+    }
+
+    /// How writing reports has fared.
+    pub fn health(&self) -> StoreHealth {
+        self.memory().health.clone()
+    }
+
+    /// The newest report of process `pid`, with its id: the one held in memory, else the
+    /// newest on disk.
+    pub fn latest_for(&self, pid: u32) -> Result<Option<(String, Arc<Report>)>, StoreError> {
+        if let Some(held) = self
+            .memory()
+            .held
+            .iter()
+            .find(|held| held.report.pid == pid)
+        {
+            return Ok(Some((held.id.clone(), Arc::clone(&held.report))));
+        }
         let newest = self.list()?.into_iter().find(|meta| meta.pid == pid);
         match newest {
             Some(meta) => {
                 let report = self.read(&meta.id)?;
-                Ok(Some((meta.id, report)))
+                Ok(Some((meta.id, Arc::new(report))))
             }
             None => Ok(None),
         }
     }
 
-    /// Reads the report `id`.
+    /// Reads the report `id`, from memory when it is held.
     pub fn read(&self, id: &str) -> Result<Report, StoreError> {
         parse_id(id).ok_or_else(|| StoreError::InvalidId(id.to_owned()))?;
+        if let Some(held) = self.memory().held.iter().find(|held| held.id == id) {
+            return Ok(Report::clone(&held.report));
+        }
         let path = self.path(id, JSON_SUFFIX);
         let bytes = read_existing(&path, id)?;
         serde_json::from_slice(&bytes).map_err(|source| StoreError::Decode { path, source })
     }
 
-    /// Reads the gzipped pprof profile of report `id`.
+    /// Reads the gzipped pprof profile of report `id` (encoded anew when it is held in memory
+    /// and not written yet).
     pub fn read_pprof(&self, id: &str) -> Result<Vec<u8>, StoreError> {
         parse_id(id).ok_or_else(|| StoreError::InvalidId(id.to_owned()))?;
+        let unstored = self
+            .memory()
+            .held
+            .iter()
+            .find(|held| held.id == id && !held.stored)
+            .map(|held| Arc::clone(&held.report));
+        if let Some(report) = unstored {
+            return Ok(encode(&report, OutputFormat::Pprof, 0)?);
+        }
         if !self
             .path(id, JSON_SUFFIX)
             .try_exists()
@@ -251,6 +413,9 @@ impl ReportStore {
                 continue;
             }
             self.remove(&oldest.id)?;
+            self.memory()
+                .held
+                .retain(|held| !(held.stored && held.id == oldest.id));
             removed = true;
             count -= 1;
             bytes = bytes.saturating_sub(oldest.bytes);
@@ -426,6 +591,13 @@ mod tests {
         }
     }
 
+    /// Saves `report` under a new id, which it gives; panics unless it was written.
+    fn saved(store: &ReportStore, report: Report) -> String {
+        let (id, written) = store.save(report, None);
+        written.unwrap();
+        id
+    }
+
     fn limits(max_count: usize, max_bytes: u64) -> ReportsConfig {
         ReportsConfig {
             max_count,
@@ -441,7 +613,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
 
         let original = report(42, "my app/x", 3);
-        let id = store.save(&original).unwrap();
+        let id = saved(&store, original.clone());
         let (millis, pid, comm) = parse_id(&id).unwrap();
         assert!(millis > 1_600_000_000_000, "{id}");
         assert_eq!((pid, comm), (42, "my_app_x"));
@@ -450,7 +622,7 @@ mod tests {
         let profile = decode_pprof(&store.read_pprof(&id).unwrap()).unwrap();
         assert_eq!(profile.sample.len(), 3);
         let (latest_id, latest) = store.latest_for(42).unwrap().unwrap();
-        assert_eq!((latest_id.as_str(), &latest), (id.as_str(), &original));
+        assert_eq!((latest_id.as_str(), &*latest), (id.as_str(), &original));
         assert!(store.latest_for(43).unwrap().is_none());
 
         let listed = store.list().unwrap();
@@ -464,7 +636,7 @@ mod tests {
         // A second report of the same process, in the same millisecond or not, gets its own
         // id and becomes the latest; reopening the store finds both.
         let newer = report(42, "my app/x", 1);
-        let newer_id = store.save(&newer).unwrap();
+        let newer_id = saved(&store, newer);
         assert_ne!(newer_id, id);
         drop(store);
         let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
@@ -478,7 +650,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let store = ReportStore::open(state.path(), limits(3, u64::MAX)).unwrap();
         let ids: Vec<String> = (0..5)
-            .map(|pid| store.save(&report(pid, "app", 1)).unwrap())
+            .map(|pid| saved(&store, report(pid, "app", 1)))
             .collect();
         let listed: Vec<String> = store.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(listed, [ids[4].clone(), ids[3].clone(), ids[2].clone()]);
@@ -495,20 +667,20 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let probe =
             ReportStore::open(&state.path().join("probe"), ReportsConfig::default()).unwrap();
-        probe.save(&report(1, "app", 20)).unwrap();
+        saved(&probe, report(1, "app", 20));
         let size = probe.list().unwrap()[0].bytes;
 
         // Room for two reports of this size, not three.
         let store = ReportStore::open(state.path(), limits(100, size * 2 + size / 2)).unwrap();
         let ids: Vec<String> = (0..4)
-            .map(|pid| store.save(&report(pid, "app", 20)).unwrap())
+            .map(|pid| saved(&store, report(pid, "app", 20)))
             .collect();
         let listed: Vec<String> = store.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(listed, [ids[3].clone(), ids[2].clone()]);
 
         // A report larger than the whole budget is still kept, alone.
         let tiny = ReportStore::open(state.path(), limits(100, 10)).unwrap();
-        let big = tiny.save(&report(9, "big", 50)).unwrap();
+        let big = saved(&tiny, report(9, "big", 50));
         let listed: Vec<String> = tiny.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(listed, [big.as_str()]);
         assert_eq!(tiny.read(&big).unwrap().pid, 9);
@@ -518,7 +690,7 @@ mod tests {
     fn crash_leftovers_are_ignored_and_cleaned() {
         let state = tempfile::tempdir().unwrap();
         let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
-        let id = store.save(&report(7, "app", 1)).unwrap();
+        let id = saved(&store, report(7, "app", 1));
         // A crash while writing a JSON file, and one between the two renames.
         let temp = store
             .dir()
@@ -601,5 +773,99 @@ mod tests {
             store.latest_for(6),
             Err(StoreError::Decode { .. })
         ));
+    }
+
+    #[test]
+    fn saving_under_an_id_replaces_the_report() {
+        let state = tempfile::tempdir().unwrap();
+        let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
+        let id = store.new_id(42, "app");
+        let interim = Report {
+            interim: true,
+            ..report(42, "app", 1)
+        };
+        let (same, written) = store.save(interim, Some(&id));
+        written.unwrap();
+        assert_eq!(same, id);
+        assert!(store.read(&id).unwrap().interim);
+        let (same, written) = store.save(report(42, "app", 3), Some(&id));
+        written.unwrap();
+        assert_eq!(same, id);
+        let listed: Vec<String> = store.list().unwrap().into_iter().map(|m| m.id).collect();
+        assert_eq!(listed, [id.as_str()]);
+        drop(store);
+        let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
+        let back = store.read(&id).unwrap();
+        assert!(!back.interim && back.stacks.len() == 3);
+        assert_ne!(store.new_id(42, "app"), id);
+    }
+
+    #[test]
+    fn reports_that_cannot_be_written_are_served_from_memory_and_retried() {
+        let state = tempfile::tempdir().unwrap();
+        let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
+        let kept = saved(&store, report(1, "kept", 1));
+        // The directory goes away (a real failure of the file system calls).
+        fs::remove_dir_all(store.dir()).unwrap();
+        let (id, written) = store.save(report(2, "lost", 2), None);
+        let err = written.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Io {
+                    action: "create",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let health = store.health();
+        assert_eq!((health.errors_total, health.unstored), (1, 1));
+        assert!(
+            health
+                .last_error
+                .unwrap()
+                .contains("No such file or directory")
+        );
+        // Served from memory, in every format.
+        let (latest, held) = store.latest_for(2).unwrap().unwrap();
+        assert_eq!((latest.as_str(), held.stacks.len()), (id.as_str(), 2));
+        assert_eq!(store.read(&id).unwrap().comm, "lost");
+        let profile = decode_pprof(&store.read_pprof(&id).unwrap()).unwrap();
+        assert_eq!(profile.sample.len(), 2);
+        assert_eq!(store.read(&kept).unwrap().comm, "kept");
+        // Retried until the disk takes it again.
+        let outcomes = store.retry();
+        assert_eq!(outcomes.len(), 1);
+        assert!(outcomes[0].1.is_err());
+        assert_eq!(store.health().errors_total, 2);
+        fs::create_dir(store.dir()).unwrap();
+        let outcomes = store.retry();
+        assert_eq!(outcomes.len(), 1);
+        assert_eq!(outcomes[0].0, id);
+        outcomes[0].1.as_ref().unwrap();
+        assert_eq!(store.health().unstored, 0);
+        assert!(store.retry().is_empty());
+        drop(store);
+        let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
+        assert_eq!(store.read(&id).unwrap().comm, "lost");
+    }
+
+    #[test]
+    fn memory_holds_the_latest_report_of_a_bounded_number_of_processes() {
+        let state = tempfile::tempdir().unwrap();
+        let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
+        fs::remove_dir_all(store.dir()).unwrap();
+        let ids: Vec<String> = (0..MAX_HELD as u32 + 8)
+            .map(|pid| store.save(report(pid, "app", 1), None).0)
+            .collect();
+        assert_eq!(store.health().unstored, MAX_HELD as u64);
+        assert!(matches!(store.read(&ids[0]), Err(StoreError::NotFound(_))));
+        assert_eq!(store.read(&ids[8]).unwrap().pid, 8);
+        // A newer report of a process replaces its held one.
+        let newer = store.save(report(20, "app", 4), None).0;
+        assert_eq!(store.latest_for(20).unwrap().unwrap().0, newer);
+        assert_eq!(store.health().unstored, MAX_HELD as u64);
+        assert!(matches!(store.read(&ids[20]), Err(StoreError::NotFound(_))));
     }
 }

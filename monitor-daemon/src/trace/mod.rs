@@ -5,7 +5,8 @@
 //! ([`tracer`]), the tracing file system ([`tracefs`]), finding the allocator entry points to probe
 //! ([`allocators`]) and the instruction each probe goes on ([`placement`]), the bookkeeping of a
 //! process's memory mappings ([`regions`]), starting a command held until its probes are attached
-//! ([`launch`]), the unwind tables the kernel programs walk stacks through ([`unwind`]), and one
+//! ([`launch`]), the unwind tables the kernel programs walk stacks through ([`unwind`]), how
+//! processes end, the OOM killer's victims among them ([`ends`]), and one
 //! traced process's window, from the kernel's events and maps to its
 //! [`Report`](crate::report::Report) ([`session`]).
 //!
@@ -13,6 +14,7 @@
 //! [`crate::symbolize`]. It never imports `serve`, `cli` or the daemon: the tracer knows nothing of
 //! the API or the command line; the command line and the daemon drive it.
 pub mod allocators;
+pub mod ends;
 pub mod launch;
 pub mod placement;
 pub mod regions;

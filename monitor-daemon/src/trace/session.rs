@@ -254,6 +254,8 @@ impl Session {
                     .brk(event.new_addr, event.stack_id, event.timestamp_ns);
             }
             Some(EventKind::Exit) => self.exited = true,
+            // How it ended is for whoever records ends (the daemon).
+            Some(EventKind::End) => {}
             Some(EventKind::UnwindTableWanted) => tracer.unwind_requested(self.pid),
             Some(EventKind::Exec) => {
                 self.execs += 1;
@@ -301,8 +303,26 @@ impl Session {
         (report, detached)
     }
 
-    fn build_report(
+    /// An interim report of the window so far (the probes stay attached; the window goes on),
+    /// with the process's command name `comm`.
+    pub fn interim_report(
         &mut self,
+        tracer: &Tracer,
+        symbolizer: &mut Symbolizer,
+        comm: &str,
+    ) -> Result<Report, TracerError> {
+        let elapsed = self.started.elapsed().as_secs_f64();
+        let mut report = self.build_report(tracer, symbolizer, comm, elapsed, monotonic_ns())?;
+        report.interim = true;
+        report.notes.push(format!(
+            "an interim report, {elapsed:.0} s into the window: the trace goes on, and its final \
+             report replaces this one"
+        ));
+        Ok(report)
+    }
+
+    fn build_report(
+        &self,
         tracer: &Tracer,
         symbolizer: &mut Symbolizer,
         comm: &str,
@@ -450,13 +470,13 @@ impl Session {
         }
         let lost = dropped.values().any(|&count| count > 0);
         let partial = lost || self.cut_short;
+        let mut notes = self.notes.clone();
         if lost {
-            self.notes
-                .push("data was lost (see `dropped`): figures are lower bounds".to_owned());
+            notes.push("data was lost (see `dropped`): figures are lower bounds".to_owned());
         }
         for probe in &self.probes {
             if !probe.emulated {
-                self.notes.push(format!(
+                notes.push(format!(
                     "{} in {} is probed at +{:#x} on `{}`, which the kernel single-steps (slower)",
                     probe.function, probe.module, probe.offset, probe.instruction
                 ));
@@ -471,12 +491,14 @@ impl Session {
             sample_rate: self.params.sample_rate,
             min_age_seconds: self.params.min_age.as_secs_f64(),
             partial,
-            notes: std::mem::take(&mut self.notes),
-            probes: std::mem::take(&mut self.probes),
+            notes,
+            probes: self.probes.clone(),
             totals,
             dropped,
             events,
             stacks,
+            interim: false,
+            end: None,
         })
     }
 }

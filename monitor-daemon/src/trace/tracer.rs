@@ -23,7 +23,7 @@ use aya::{
     },
     sys::SyscallError,
 };
-use log::{debug, info};
+use log::{debug, info, warn};
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS,
     STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
@@ -32,8 +32,8 @@ use monitor_common::{
 
 use crate::report::ProbeSite;
 use crate::trace::allocators::AllocatorObject;
-use crate::trace::tracefs;
 use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables};
+use crate::trace::{ends, tracefs};
 use crate::watch::procfs::MapEntry;
 
 /// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
@@ -62,6 +62,12 @@ const SYSCALL_TRACEPOINTS: [&str; 8] = [
 
 /// The process-lifecycle BTF tracepoints (program and tracepoint of the same name).
 const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["sched_process_exit", "sched_process_exec"];
+/// The programs that record how processes end (see [`ends`]), with their BTF tracepoints;
+/// always attached, and optional: a kernel without them still traces.
+const END_TRACEPOINTS: [(&str, &str); 2] = [
+    ("oom_mark_victim", "mark_victim"),
+    ("process_end", "sched_process_exit"),
+];
 
 /// Why the kernel side could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -440,9 +446,15 @@ impl Tracer {
                  processes, numbered as it sees them"
             );
         }
+        let (task_tgid, task_exit_code) = ends::task_offsets().unwrap_or_else(|err| {
+            warn!("OOM kills and deaths by signal are not recorded: {err}");
+            (0, 0)
+        });
         let mut ebpf = EbpfLoader::new()
             .override_global("PIDNS_DEV", &pidns_dev, true)
             .override_global("PIDNS_INO", &pidns_inode, true)
+            .override_global("TASK_TGID_OFFSET", &task_tgid, true)
+            .override_global("TASK_EXIT_CODE_OFFSET", &task_exit_code, true)
             .map_max_entries("ALLOCS", limits.allocations)
             .map_max_entries("STACKS", limits.stacks)
             .map_max_entries("STACK_STATS", limits.stacks)
@@ -472,6 +484,24 @@ impl Tracer {
                 what: format!("attaching {name} to its BTF tracepoint"),
                 source,
             })?;
+        }
+        for (name, tracepoint) in END_TRACEPOINTS {
+            let attached = ebpf
+                .program_mut(name)
+                .and_then(|program| <&mut BtfTracePoint>::try_from(program).ok())
+                .ok_or(TracerError::MissingProgram(name))
+                .and_then(|program| {
+                    program
+                        .load(tracepoint, &btf)
+                        .map_err(|source| load_error(name, source))?;
+                    program.attach().map_err(|source| TracerError::Program {
+                        what: format!("attaching {name} to the BTF tracepoint {tracepoint}"),
+                        source,
+                    })
+                });
+            if let Err(err) = attached {
+                warn!("{err}: the ends of processes are not recorded from it");
+            }
         }
         let mut syscall_event_ids = Vec::new();
         for name in SYSCALL_TRACEPOINTS {

@@ -75,6 +75,7 @@ impl Leak {
             Reason::Rss => view.rss_growth_bytes_per_second,
             Reason::Vsz => view.vsz_growth_bytes_per_second,
             Reason::Fds => view.fd_growth_per_second,
+            Reason::Threads | Reason::ExhaustionImminent => view.thread_growth_per_second,
         }
     }
 

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use super::{Access, ApiState, Command, ErrorBody, Token, TraceAccepted, router};
 use crate::config::ReportsConfig;
-use crate::model::{ProbeHealth, ProcessView, Reason, Snapshot};
+use crate::model::{OomKill, ProbeHealth, ProcessView, Reason, Snapshot, StoreHealth};
 use crate::report::{Frame, Report, StackReport, Totals};
 use crate::serve::store::ReportStore;
 use crate::testing::{euid, process_view, token_file};
@@ -67,6 +67,23 @@ pub(super) fn snapshot(loaded: bool) -> Snapshot {
             dropped: BTreeMap::new(),
             map_entries: BTreeMap::from([("allocs".to_owned(), 3)]),
             traced_pids: vec![LEAKY],
+        },
+        oom_kills_total: 1,
+        oom_kills: vec![OomKill {
+            pid: GONE,
+            start_time_ticks: 100,
+            comm: "gone".to_owned(),
+            unix_seconds: 1_699_999_990.0,
+            rss_bytes: 1 << 30,
+            limit_bytes: Some(1 << 30),
+            limit: Some("memory.max of /system.slice/gone.service".to_owned()),
+            report: None,
+            culprit: Vec::new(),
+        }],
+        report_store: StoreHealth {
+            errors_total: 2,
+            unstored: 1,
+            last_error: Some("cannot write x: No space left on device (os error 28)".to_owned()),
         },
     }
 }
@@ -146,25 +163,21 @@ pub(super) fn spawn_daemon(mut commands: mpsc::Receiver<Command>) {
 pub(super) fn fixture_with(snapshot: Snapshot, max_process_series: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let store = ReportStore::open(dir.path(), ReportsConfig::default()).unwrap();
-    store
-        .save(&report(
-            LEAKY,
-            "leaky",
-            vec![stack(1, true, &["older_function"])],
-        ))
-        .unwrap();
-    store.save(&leaky_report()).unwrap();
-    store
-        .save(&report(
+    for report in [
+        report(LEAKY, "leaky", vec![stack(1, true, &["older_function"])]),
+        leaky_report(),
+        report(
             GONE,
             "gone",
             vec![
                 stack(2048, false, &["innocent_function", "main"]),
                 stack(1024, false, &["other_function", "main"]),
             ],
-        ))
-        .unwrap();
-    store.save(&report(EMPTY, "empty", Vec::new())).unwrap();
+        ),
+        report(EMPTY, "empty", Vec::new()),
+    ] {
+        store.save(report, None).1.unwrap();
+    }
     let (_, snapshot) = watch::channel(Arc::new(snapshot));
     let (commands, receiver) = mpsc::channel(4);
     spawn_daemon(receiver);

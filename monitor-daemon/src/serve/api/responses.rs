@@ -11,7 +11,7 @@ use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{self, Options};
 use serde::{Deserialize, Serialize};
 
-use crate::model::ProbeHealth;
+use crate::model::{OomKill, ProbeHealth, StoreHealth};
 use crate::report::folded::render_folded;
 use crate::report::{OutputFormat, Report, encode};
 use crate::serve::store::{ReportStore, StoreError};
@@ -45,6 +45,15 @@ pub struct Status {
     pub processes_traced: usize,
     /// The kernel side.
     pub probes: ProbeHealth,
+    /// OOM kills of watched processes since the daemon started.
+    #[serde(default)]
+    pub oom_kills_total: u64,
+    /// The latest OOM kills, newest first, with the culprit stack of each one's report.
+    #[serde(default)]
+    pub oom_kills: Vec<OomKill>,
+    /// Writing reports to the state directory.
+    #[serde(default)]
+    pub report_store: StoreHealth,
 }
 
 /// The body of every error answer.
@@ -134,7 +143,8 @@ impl ReportFormat {
     }
 }
 
-/// The latest stored report of `pid` in `format` (blocking: reads files, draws SVG).
+/// The latest report of `pid` in `format`, from memory or disk (blocking: reads files, draws
+/// SVG).
 pub(super) fn report_response(
     store: &ReportStore,
     pid: u32,
@@ -147,14 +157,9 @@ pub(super) fn report_response(
             format!("no report for process {pid}"),
         )
     };
-    let id = store
-        .list()?
-        .into_iter()
-        .find(|meta| meta.pid == pid)
-        .map(|meta| meta.id)
-        .ok_or_else(not_found)?;
+    let (id, report) = store.latest_for(pid)?.ok_or_else(not_found)?;
     if let Some(start) = current_start
-        && let Some(reported) = store.read(&id)?.start_time_ticks
+        && let Some(reported) = report.start_time_ticks
         && reported != start
     {
         return Err(not_found());
@@ -164,7 +169,6 @@ pub(super) fn report_response(
             ("application/octet-stream", store.read_pprof(&id)?)
         }
         ReportFormat::Encoded(output) => {
-            let report = store.read(&id)?;
             let body = encode(&report, output, TEXT_TOP_STACKS).map_err(ApiError::internal)?;
             let content_type = match output {
                 OutputFormat::Json => "application/json",
@@ -174,7 +178,7 @@ pub(super) fn report_response(
             };
             (content_type, body)
         }
-        ReportFormat::Svg => ("image/svg+xml", flame_graph(&id, &store.read(&id)?)?),
+        ReportFormat::Svg => ("image/svg+xml", flame_graph(&id, &report)?),
     };
     let mut response = ([(CONTENT_TYPE, content_type)], body).into_response();
     let headers = response.headers_mut();

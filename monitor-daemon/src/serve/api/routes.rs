@@ -151,6 +151,9 @@ async fn status(State(state): State<ApiState>, _: Params<NoParams>) -> Response 
         processes_suspected: snapshot.processes.iter().filter(|p| p.suspected).count(),
         processes_traced: metrics::traced_count(&snapshot),
         probes: snapshot.probes.clone(),
+        oom_kills_total: snapshot.oom_kills_total,
+        oom_kills: snapshot.oom_kills.clone(),
+        report_store: snapshot.report_store.clone(),
     };
     json(StatusCode::OK, &status)
 }
@@ -504,6 +507,9 @@ mod tests {
                 processes_suspected: 1,
                 processes_traced: 1,
                 probes: snapshot(true).probes,
+                oom_kills_total: 1,
+                oom_kills: snapshot(true).oom_kills,
+                report_store: snapshot(true).report_store,
             }
         );
     }
