@@ -84,6 +84,7 @@ const fn distribution(output: &'static str, source: &'static str, language: Lang
 const PROGRAMS: &[Program] = &[
     scenario("steady_leak", "steady_leak.c", Language::C),
     scenario("error_path_leak", "error_path_leak.c", Language::C),
+    scenario("flood_leak", "flood_leak.c", Language::C),
     scenario("exception_leak", "exception_leak.cpp", Language::Cxx),
     scenario("realloc_chain", "realloc_chain.c", Language::C),
     scenario("mmap_leak", "mmap_leak.c", Language::C),

@@ -702,19 +702,24 @@ impl Daemon {
         };
         let mut end = None;
         if running.session.exited() {
-            running.session.note(format!(
-                "the process exited after {:.1} s",
-                running.session.elapsed().as_secs_f64()
-            ));
             let view = self
                 .views
                 .iter()
                 .find(|view| view.pid == pid && view.start_time_ticks == running.start_time_ticks)
                 .cloned()
                 .or_else(|| self.vanished.remove(&pid));
-            if let Some(view) = view {
-                end = Some(self.record_end(&view));
-            }
+            end = view.map(|view| self.record_end(&view));
+            let how = match end.as_ref().map(|end| (end.reason, end.signal)) {
+                Some((EndReason::OomKill, _)) => "the OOM killer killed the process".to_owned(),
+                Some((EndReason::Signal, Some(signal))) => {
+                    format!("signal {signal} killed the process")
+                }
+                _ => "the process exited".to_owned(),
+            };
+            running.session.note(format!(
+                "{how} after {:.1} s",
+                running.session.elapsed().as_secs_f64()
+            ));
         }
         if running.why != Why::Target {
             let cooldown = Duration::from_secs_f64(self.config.trace.cooldown_seconds);

@@ -71,7 +71,19 @@ pub enum Host {
     NoTracefs,
     /// A fresh host on which mount(2) is refused too (by a seccomp filter, as in a container).
     NoTracefsNoMount,
+    /// This machine, with the daemon's state directory on a tmpfs of [`STATE_TMPFS_SIZE`]
+    /// mounted in a private mount namespace (`unshare --mount --propagation private`, gone with
+    /// the process), where a test can fill it or make it read-only
+    /// ([`Daemon::in_its_mounts`]).
+    StateOnTmpfs,
 }
+
+/// The size of the state directory's file system on [`Host::StateOnTmpfs`].
+pub const STATE_TMPFS_SIZE: &str = "1m";
+
+/// A shell script that mounts a tmpfs on `$LEAKMON_STATE_MOUNT`, then runs its arguments.
+const STATE_ON_TMPFS: &str = "mount -t tmpfs -o size=\"$LEAKMON_STATE_SIZE\" leakmon-state \
+     \"$LEAKMON_STATE_MOUNT\" || exit 125; exec \"$@\"";
 
 /// A shell script that unmounts every tracefs and debugfs, deepest first, then runs its
 /// arguments (`sh -c WITHOUT_TRACEFS sh COMMAND ARGS...`). It uses only grep, cut and sort,
@@ -87,9 +99,15 @@ impl Host {
             return Command::new(leakmon_bin());
         }
         let mut command = Command::new("unshare");
-        command
-            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .args([WITHOUT_TRACEFS, "sh"]);
+        command.args(["--mount", "--propagation", "private", "--", "sh", "-c"]);
+        if self == Host::StateOnTmpfs {
+            command
+                .args([STATE_ON_TMPFS, "sh"])
+                .env("LEAKMON_STATE_SIZE", STATE_TMPFS_SIZE)
+                .arg(leakmon_bin());
+            return command;
+        }
+        command.args([WITHOUT_TRACEFS, "sh"]);
         if self == Host::NoTracefsNoMount {
             command.arg(scenario_path("deny_mount"));
         }
@@ -659,6 +677,14 @@ impl BackgroundProcess {
         self.0.has_exited()
     }
 
+    /// How it ended, once it has.
+    pub fn exit_status(&mut self) -> Option<ExitStatus> {
+        self.0
+            .child
+            .try_wait()
+            .unwrap_or_else(|error| panic!("waiting for {}: {error}", self.0.what))
+    }
+
     /// Panics, with what it printed on stderr, if it has exited.
     pub fn assert_running(&mut self) {
         if self.0.has_exited() {
@@ -862,6 +888,10 @@ impl Daemon {
         let state_dir = state_dir.map_or_else(|| dir.path().join("state"), Path::to_path_buf);
         let addr = free_local_addr();
         let mut command = host.leakmon();
+        if host == Host::StateOnTmpfs {
+            std::fs::create_dir_all(&state_dir).expect("creating the state directory");
+            command.env("LEAKMON_STATE_MOUNT", &state_dir);
+        }
         command
             .arg("run")
             .arg("--config")
@@ -908,6 +938,29 @@ impl Daemon {
     /// The address it listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Runs the shell script `script` in the daemon's mount namespace (see
+    /// [`Host::StateOnTmpfs`]) with `$STATE` its state directory; gives its exit status and
+    /// what it printed.
+    pub fn in_its_mounts(&self, script: &str) -> (ExitStatus, String) {
+        let pid = self.process.as_ref().expect("the daemon runs").child.id();
+        let output = Command::new("nsenter")
+            .args([
+                "--target",
+                &pid.to_string(),
+                "--mount",
+                "--",
+                "sh",
+                "-c",
+                script,
+            ])
+            .env("STATE", &self.state_dir)
+            .output()
+            .unwrap_or_else(|error| panic!("running nsenter: {error}"));
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status, text)
     }
 
     /// Its state directory (`--state-dir`).
@@ -1226,6 +1279,79 @@ impl Daemon {
                 429 if started.elapsed() < limit => thread::sleep(Duration::from_millis(500)),
                 status => panic!("POST {target} answered {status}: {}", response.text()),
             }
+        }
+    }
+}
+
+/// A memory cgroup the test creates, limited to some bytes, in whichever hierarchy has the memory
+/// controller: cgroup v1's (`memory.limit_in_bytes`), else cgroup v2's (`memory.max`, the
+/// controller enabled in the root's `cgroup.subtree_control`). Removed when dropped (once its
+/// processes are gone).
+#[derive(Debug)]
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    /// The path from its hierarchy's root, as `/proc/PID/cgroup` names it.
+    pub path: String,
+    /// Whether it is a cgroup v2 one.
+    pub unified: bool,
+}
+
+impl MemoryCgroup {
+    /// Creates `/<name>` limited to `limit` bytes.
+    pub fn create(name: &str, limit: u64) -> Self {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
+        let mounts = monitor_daemon::watch::limits::parse_mountinfo(&mountinfo);
+        let (root, unified) = match (mounts.memory_v1, mounts.unified) {
+            (Some(v1), _) => (v1, false),
+            (None, Some(v2)) => {
+                let control = v2.join("cgroup.subtree_control");
+                std::fs::write(&control, "+memory")
+                    .unwrap_or_else(|error| panic!("enabling memory in {control:?}: {error}"));
+                (v2, true)
+            }
+            (None, None) => panic!("this host has no memory cgroup controller"),
+        };
+        let dir = root.join(name);
+        if dir.exists() {
+            // Left over by an earlier run that was killed.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        std::fs::create_dir(&dir).unwrap_or_else(|error| panic!("creating {dir:?}: {error}"));
+        let file = if unified {
+            "memory.max"
+        } else {
+            "memory.limit_in_bytes"
+        };
+        std::fs::write(dir.join(file), limit.to_string())
+            .unwrap_or_else(|error| panic!("limiting {dir:?}: {error}"));
+        MemoryCgroup {
+            dir,
+            path: format!("/{name}"),
+            unified,
+        }
+    }
+
+    /// A command that runs `program args...` in this cgroup (a shell moves itself in, then
+    /// execs it).
+    pub fn command(&self, program: &Path, args: &[&str]) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "echo $$ > \"$0\" && exec \"$@\""])
+            .arg(self.dir.join("cgroup.procs"))
+            .arg(program)
+            .args(args);
+        command
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Its processes may take a moment to be gone.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
         }
     }
 }

@@ -7,7 +7,9 @@
 
 mod config;
 mod metrics;
+mod oom;
 mod prometheus;
+mod report_store;
 mod story;
 mod token;
 
