@@ -170,6 +170,21 @@ where
     run_leakmon_on(Host::AsIs, args)
 }
 
+/// `leakmon status --daemon ADDR`, as on-call runs it, for a test that holds [`serial`] (it
+/// takes no lock); panics unless it succeeds, and gives what it printed.
+pub fn oncall_status(addr: SocketAddr) -> String {
+    let output = Command::new(leakmon_bin())
+        .args(["status", "--daemon", &addr.to_string()])
+        .output()
+        .unwrap_or_else(|error| panic!("running leakmon status: {error}"));
+    assert!(
+        output.status.success(),
+        "leakmon status failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Runs `leakmon ARGS...` on `host` to the end (at most [`TIMEOUT`]).
 pub fn run_leakmon_on<I, S>(host: Host, args: I) -> LeakmonRun
 where

@@ -10,7 +10,8 @@
 use std::time::{Duration, Instant};
 
 use leakmon_tests::{
-    BackgroundProcess, Daemon, MemoryCgroup, describe_report, has_frame, scenario_path, serial,
+    BackgroundProcess, Daemon, MemoryCgroup, describe_report, has_frame, oncall_status,
+    scenario_path, serial,
 };
 use monitor_daemon::model::{ProcessView, Reason};
 use monitor_daemon::report::{EndReason, Report};
@@ -206,13 +207,10 @@ fn a_flood_in_a_memory_cgroup_is_explained_on_disk_before_the_oom_kill() {
                 && line != "leakmon_oom_kills_total 0"),
         "{metrics}"
     );
-    let text = leakmon_tests::run_leakmon(["status", "--daemon", &daemon.addr().to_string()]);
-    assert!(text.status.success(), "{}", text.stderr);
+    let text = oncall_status(daemon.addr());
     assert!(
-        text.stdout.contains(&format!("{pid} flood_leak: killed"))
-            && text.stdout.contains(LEAK_FUNCTION),
-        "{}",
-        text.stdout
+        text.contains(&format!("{pid} flood_leak: killed")) && text.contains(LEAK_FUNCTION),
+        "{text}"
     );
     burst.assert_running();
     let views: Vec<ProcessView> = daemon.get_json("/api/v1/processes");

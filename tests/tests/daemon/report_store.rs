@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use leakmon_tests::{BackgroundProcess, Daemon, Host, assert_top_leak, serial, wait_for};
+use leakmon_tests::{
+    BackgroundProcess, Daemon, Host, assert_top_leak, oncall_status, serial, wait_for,
+};
 use monitor_daemon::report::Report;
 
 /// A short on-demand trace.
@@ -51,8 +53,8 @@ fn trace_while_unwritable(daemon: &Daemon, pid: u32) -> String {
             )),
         "{metrics}"
     );
-    let text = leakmon_tests::run_leakmon(["status", "--daemon", &daemon.addr().to_string()]);
-    assert!(text.stdout.contains("REPORT STORE:"), "{}", text.stdout);
+    let text = oncall_status(daemon.addr());
+    assert!(text.contains("REPORT STORE:"), "{text}");
     id
 }
 
