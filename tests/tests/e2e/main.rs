@@ -7,6 +7,7 @@ mod formats;
 mod leaks;
 mod lifecycle;
 mod modes;
+mod no_frame_pointers;
 mod non_leaks;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.
