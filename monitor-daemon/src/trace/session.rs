@@ -147,7 +147,20 @@ impl Session {
         launched: bool,
     ) -> Result<Self, TracerError> {
         let counters_at_start = tracer.counters()?;
-        let probes = tracer.attach(pid, objects, params.sample_rate)?;
+        // A running process's mappings are published before its probes attach, so that its
+        // first recorded allocations already unwind; a launched command's are published when it
+        // has replaced its image (its first exec).
+        let maps = if launched {
+            None
+        } else {
+            let maps = procfs::read_maps(pid.get())
+                .map_err(|_| TracerError::ProcessGone { pid: pid.get() })?;
+            tracer.publish_mappings(pid, &maps);
+            Some(maps)
+        };
+        let probes = tracer
+            .attach(pid, objects, params.sample_rate)
+            .inspect_err(|_| tracer.forget_mappings(pid))?;
         let mut session = Self {
             pid,
             start_time_ticks: procfs::read_stat(pid.get())
@@ -167,8 +180,8 @@ impl Session {
             outstanding_bytes: 0,
             cut_short: false,
         };
-        if !launched {
-            session.refresh_modules(tracer);
+        if let Some(maps) = maps {
+            session.history.record(pid.get(), &maps);
         }
         Ok(session)
     }

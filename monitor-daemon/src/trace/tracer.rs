@@ -747,7 +747,6 @@ impl Tracer {
         if let Err(err) = self.targets.remove(&pid.get()) {
             debug!("unregistering pid {pid}: {err}");
         }
-        self.unwind.forget(pid.get());
         let tracepoints = if self.links.is_empty() {
             std::mem::take(&mut self.syscall_events)
         } else {
@@ -759,9 +758,10 @@ impl Tracer {
         }
     }
 
-    /// Removes every trace of `pid` from the kernel maps.
+    /// Removes every trace of `pid` from the kernel maps, its published mappings included.
     pub fn purge(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
         let tgid = pid.get();
+        self.unwind.forget(tgid);
         let what = "purging the process's state";
         let keys: Vec<AllocKey> = self
             .allocs

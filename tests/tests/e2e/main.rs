@@ -9,6 +9,7 @@ mod lifecycle;
 mod modes;
 mod no_frame_pointers;
 mod non_leaks;
+mod packaged;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.
 const INTERVAL: &[&str] = &["--interval", "0.5"];

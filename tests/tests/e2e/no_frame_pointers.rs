@@ -3,8 +3,11 @@
 //! must be code of an object the process mapped (no junk read from a register that was not a
 //! frame pointer), and one leak site must give one stack.
 
+use std::time::Duration;
+
 use leakmon_tests::{
-    Report, TraceRun, assert_leak, describe_report, has_frame, stacks_with, trace_command,
+    Report, TraceRun, assert_leak, describe_report, has_frame, kernel_maps_of, scenario_path,
+    serial, stacks_with, start_leakmon, trace_command,
 };
 
 use crate::{INTERVAL, RUN_SECONDS};
@@ -110,7 +113,10 @@ fn culprits_above_wrappers_and_a_shared_library() {
         .collect();
     for (culprit, path) in [
         ("remember_session", ["xmalloc", "main"].as_slice()),
-        ("cache_response", ["helper_alloc", "helper_dup", "main"].as_slice()),
+        (
+            "cache_response",
+            ["helper_alloc", "helper_dup", "main"].as_slice(),
+        ),
     ] {
         let stack = leaking
             .iter()
@@ -144,5 +150,49 @@ fn culprits_above_wrappers_and_a_shared_library() {
                 .is_some_and(|module| module.ends_with("/libleak_helper.so")))),
         "no leaking stack goes through libleak_helper.so\n{}",
         describe_report(&run.report)
+    );
+}
+
+/// Over a long window, one leak site reached through code without frame pointers stays one
+/// stack, and the kernel's stack map holds only the few stacks the program has: words that are
+/// not return addresses never enter a stack's frames (or its id).
+#[test]
+fn one_site_stays_one_stack_over_a_long_window() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let output = dir.path().join("report.json");
+    let scenario = scenario_path("steady_leak_nofp");
+    let leakmon = start_leakmon([
+        "trace".as_ref(),
+        "--format".as_ref(),
+        "json".as_ref(),
+        "--output".as_ref(),
+        output.as_os_str(),
+        "--interval".as_ref(),
+        "1".as_ref(),
+        "--".as_ref(),
+        scenario.as_os_str(),
+        "20".as_ref(),
+    ]);
+    std::thread::sleep(Duration::from_secs(16));
+    let stacks = kernel_maps_of(leakmon.pid())
+        .entries
+        .get("STACKS")
+        .copied()
+        .expect("leakmon's stacks map");
+    let run = leakmon.finish();
+    assert!(run.status.success(), "leakmon failed:\n{}", run.stderr);
+    let report: Report =
+        serde_json::from_slice(&std::fs::read(&output).expect("the report")).expect("it parses");
+    assert_frames_are_code(&report);
+    assert_eq!(
+        stacks_with(&report, "leak_steady").len(),
+        1,
+        "one leak site gave several stacks over 20 s\n{}",
+        describe_report(&report)
+    );
+    assert!(
+        stacks <= 32,
+        "the stacks map holds {stacks} stacks for a program with a handful of call sites"
     );
 }
