@@ -569,6 +569,7 @@ impl Daemon {
                     );
                     new.trace.max_allocations = self.config.trace.max_allocations;
                     new.trace.max_stacks = self.config.trace.max_stacks;
+                    new.trace.max_unwind_rows = self.config.trace.max_unwind_rows;
                     new.daemon = self.config.daemon.clone();
                 }
                 for change in self.config.reload_changes(&new) {
@@ -669,7 +670,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut tracer = Tracer::load(MapLimits {
         allocations: config.trace.max_allocations,
         stacks: config.trace.max_stacks,
-        ..MapLimits::default()
+        unwind_rows: config.trace.max_unwind_rows,
     })?;
     let ring = tracer.take_events().ok_or(DaemonError::Io {
         what: "taking the events ring buffer",
