@@ -102,6 +102,7 @@ fn fake() -> Fake {
             dropped: BTreeMap::new(),
             events: BTreeMap::new(),
             stacks,
+            ..Default::default()
         })
         .expect("a stored report");
     let snapshot = Snapshot {

@@ -122,6 +122,11 @@ impl AllocFn {
     }
 }
 
+/// `TARGETS` value bit: the process's allocator calls are probed.
+pub const TARGET_ALLOCATIONS: u32 = 1;
+/// `TARGETS` value bit: the process's page faults are followed.
+pub const TARGET_PAGE_FAULTS: u32 = 2;
+
 /// Key of one outstanding allocation: the process and the address it was given.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -509,6 +514,12 @@ pub enum EventKind {
     /// object without an unwind table (`addr`): user space should publish its mappings again.
     /// Sent once until user space clears the request.
     UnwindTableWanted = 7,
+    /// A thread of a process traced by its page faults wrote to a page that was not writable
+    /// yet (`addr`, page-aligned): most often a page of anonymous memory brought in.
+    PageFault = 8,
+    /// `madvise(addr, len, advice)` released pages (`MADV_DONTNEED`, `MADV_FREE`,
+    /// `MADV_REMOVE`, `MADV_DONTNEED_LOCKED`; the advice in `flags`).
+    Madvise = 9,
 }
 
 impl EventKind {
@@ -522,6 +533,8 @@ impl EventKind {
             5 => Some(Self::Exit),
             6 => Some(Self::Exec),
             7 => Some(Self::UnwindTableWanted),
+            8 => Some(Self::PageFault),
+            9 => Some(Self::Madvise),
             _ => None,
         }
     }
@@ -594,10 +607,12 @@ pub enum Stat {
     TruncatedBadFrame = 15,
     /// Stack walks cut short at [`MAX_FRAMES`].
     TruncatedTooDeep = 16,
+    /// Write faults of processes traced by their page faults, sent to user space.
+    PageFaults = 17,
 }
 
 /// Number of entries of the statistics array.
-pub const STAT_COUNT: u32 = 17;
+pub const STAT_COUNT: u32 = 18;
 
 impl Stat {
     /// Every counter, in index order.
@@ -619,6 +634,7 @@ impl Stat {
         Self::TruncatedNoRule,
         Self::TruncatedBadFrame,
         Self::TruncatedTooDeep,
+        Self::PageFaults,
     ];
 
     /// Stable snake_case name used in reports and metrics.
@@ -641,6 +657,7 @@ impl Stat {
             Self::TruncatedNoRule => "stacks_truncated_no_rule",
             Self::TruncatedBadFrame => "stacks_truncated_bad_frame",
             Self::TruncatedTooDeep => "stacks_truncated_too_deep",
+            Self::PageFaults => "page_faults",
         }
     }
 

@@ -29,6 +29,7 @@ use tokio::{
 use crate::{
     config::{self, Config, ConfigError, TargetSelector, TraceConfig},
     model::{ProbeHealth, ProcessView, Snapshot},
+    report::Method,
     serve::{
         api::{self, ApiState, Command, TraceAccepted},
         store::{ReportStore, StoreError},
@@ -230,6 +231,7 @@ fn session_params(trace: &TraceConfig) -> SessionParams {
         min_age: Duration::ZERO,
         top: REPORT_TOP,
         sample_rate: trace.sample_rate,
+        method: Method::Allocations,
     }
 }
 

@@ -53,6 +53,7 @@ pub(crate) fn report(
         dropped: std::collections::BTreeMap::new(),
         events: std::collections::BTreeMap::new(),
         stacks,
+        ..Default::default()
     }
 }
 

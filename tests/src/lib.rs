@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use monitor_daemon::report::{Frame, Report, StackReport};
+pub use monitor_daemon::report::{Frame, Method, Report, StackReport};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
@@ -1740,6 +1740,7 @@ mod tests {
             dropped: Default::default(),
             events: Default::default(),
             stacks,
+            ..Default::default()
         }
     }
 

@@ -18,10 +18,11 @@ use monitor_common::{
 };
 
 use crate::{
-    report::{Frame, ProbeSite, Report, StackReport, Totals},
+    report::{Frame, Method, ProbeSite, Report, StackReport, Totals},
     symbolize::symbolizer::{ModuleHistory, Symbolizer},
     trace::{
         allocators::AllocatorObject,
+        pages::PageLedger,
         regions::Regions,
         tracer::{Detached, Tracer, TracerError},
     },
@@ -45,6 +46,8 @@ pub struct SessionParams {
     pub top: usize,
     /// Mean bytes between samples; 0 records every allocation.
     pub sample_rate: u64,
+    /// How the process is looked at.
+    pub method: Method,
 }
 
 /// The clock the kernel programs stamp allocations with (`bpf_ktime_get_ns`).
@@ -124,6 +127,8 @@ pub struct Session {
     params: SessionParams,
     probes: Vec<ProbeSite>,
     regions: Regions,
+    /// The pages the process holds, by the page-fault method.
+    pages: PageLedger,
     history: ModuleHistory,
     series: Series,
     started: Instant,
@@ -137,7 +142,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Attaches the allocator probes to `pid` and starts the window. `launched` says the
+    /// Attaches the allocator probes to `pid` (or, by [`Method::PageFaults`], registers it for
+    /// its page faults; `objects` are then unused) and starts the window. `launched` says the
     /// process is a command held before `execve` (its first exec is then expected).
     pub fn start(
         tracer: &mut Tracer,
@@ -158,9 +164,11 @@ impl Session {
             tracer.publish_mappings(pid, &maps);
             Some(maps)
         };
-        let probes = tracer
-            .attach(pid, objects, params.sample_rate)
-            .inspect_err(|_| tracer.forget_mappings(pid))?;
+        let attached = match params.method {
+            Method::Allocations => tracer.attach(pid, objects, params.sample_rate),
+            Method::PageFaults => tracer.attach_page_faults(pid).map(|()| Vec::new()),
+        };
+        let probes = attached.inspect_err(|_| tracer.forget_mappings(pid))?;
         let mut session = Self {
             pid,
             start_time_ticks: procfs::read_stat(pid.get())
@@ -169,6 +177,7 @@ impl Session {
             params,
             probes,
             regions: Regions::default(),
+            pages: PageLedger::default(),
             history: ModuleHistory::default(),
             series: Series::default(),
             started: Instant::now(),
@@ -182,6 +191,7 @@ impl Session {
         };
         if let Some(maps) = maps {
             session.history.record(pid.get(), &maps);
+            session.pages.set_maps(&maps);
         }
         Ok(session)
     }
@@ -223,6 +233,7 @@ impl Session {
         match procfs::read_maps(self.pid.get()) {
             Ok(maps) => {
                 self.history.record(self.pid.get(), &maps);
+                self.pages.set_maps(&maps);
                 tracer.publish_mappings(self.pid, &maps);
             }
             Err(ProcError::Gone { .. }) => self.exited = true,
@@ -240,6 +251,9 @@ impl Session {
         for (stack, usage) in self.regions.per_stack() {
             *bytes.entry(stack).or_default() += usage.bytes as f64;
         }
+        for (stack, pages) in self.pages.per_stack() {
+            *bytes.entry(stack).or_default() += pages.bytes as f64;
+        }
         self.outstanding_bytes = bytes.values().sum::<f64>() as u64;
         self.series
             .push(self.started.elapsed().as_secs_f64(), &bytes);
@@ -248,7 +262,11 @@ impl Session {
     /// Applies one event of this process from the kernel.
     pub fn handle(&mut self, tracer: &mut Tracer, event: &Event) -> Result<(), TracerError> {
         log::trace!("event {event:?}");
-        match EventKind::from_raw(event.kind) {
+        let kind = EventKind::from_raw(event.kind);
+        if self.params.method == Method::PageFaults && self.handle_page_event(kind, event) {
+            return Ok(());
+        }
+        match kind {
             Some(EventKind::Mmap) if event.flags & MAP_ANONYMOUS != 0 => {
                 self.regions
                     .map(event.addr, event.len, event.stack_id, event.timestamp_ns);
@@ -266,6 +284,8 @@ impl Session {
                 self.regions
                     .brk(event.new_addr, event.stack_id, event.timestamp_ns);
             }
+            // Page faults and released pages matter only to the page-fault method.
+            Some(EventKind::PageFault | EventKind::Madvise) => {}
             Some(EventKind::Exit) => self.exited = true,
             Some(EventKind::UnwindTableWanted) => tracer.unwind_requested(self.pid),
             Some(EventKind::Exec) => {
@@ -278,6 +298,7 @@ impl Session {
                     // The old image and everything it allocated are gone.
                     tracer.purge(self.pid)?;
                     self.regions.clear();
+                    self.pages.clear();
                     self.series.clear();
                     self.refresh_modules(tracer);
                     self.notes.push(format!(
@@ -289,6 +310,29 @@ impl Session {
             None => debug!("unknown event kind {}", event.kind),
         }
         Ok(())
+    }
+
+    /// Applies a memory event to the pages of the page-fault method; false for the events it
+    /// leaves to [`Session::handle`] (code mapped, exit, exec, unwind requests).
+    fn handle_page_event(&mut self, kind: Option<EventKind>, event: &Event) -> bool {
+        match kind {
+            Some(EventKind::PageFault) => {
+                self.pages
+                    .fault(event.addr, event.stack_id, event.timestamp_ns);
+            }
+            Some(EventKind::Munmap | EventKind::Madvise) => {
+                self.pages.release(event.addr, event.len);
+            }
+            Some(EventKind::Mremap) => {
+                self.pages
+                    .remap(event.addr, event.len, event.new_addr, event.new_len);
+            }
+            Some(EventKind::Brk) => self.pages.set_break(event.new_addr),
+            // New anonymous memory counts when it is written, not when it is mapped.
+            Some(EventKind::Mmap) if event.flags & MAP_ANONYMOUS != 0 => {}
+            _ => return false,
+        }
+        true
     }
 
     /// Ends the window: takes the probes off, takes a last sample, builds the report with the
@@ -340,6 +384,16 @@ impl Session {
                     weighted_bytes,
                     u64::from(weight),
                     Some(timestamp_ns),
+                );
+            }
+        }
+        for (stack_id, pages) in self.pages.per_stack() {
+            if let Some(oldest) = pages.oldest_ns {
+                // A page counts as one object, in units of the allocations' weight.
+                outstanding.entry(stack_id).or_default().add(
+                    pages.bytes,
+                    pages.pages * u64::from(WEIGHT_ONE),
+                    Some(oldest),
                 );
             }
         }
@@ -490,6 +544,7 @@ impl Session {
             dropped,
             events,
             stacks,
+            method: self.params.method,
         })
     }
 }
