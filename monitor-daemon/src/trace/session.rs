@@ -112,6 +112,9 @@ impl Outstanding {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum FrameKey {
     Module(String, u64),
+    /// A faulting instruction by the page-fault method: any instruction of one function (its
+    /// object and the names of the function and of those inlined in it) is the same frame.
+    Function(String, Vec<String>),
     Address(u64),
 }
 
@@ -358,6 +361,37 @@ impl Session {
         (report, detached)
     }
 
+    /// By the page-fault method, the function names of the faulting instruction (the first
+    /// frame) of each of `stack_ids`, by address: the same function faulting at another
+    /// instruction (a copy loop's every store) is the same place in a report. Empty by the
+    /// allocation method, whose first frames are return addresses.
+    fn faulting_functions(
+        &self,
+        tracer: &Tracer,
+        symbolizer: &mut Symbolizer,
+        stack_ids: &[u64],
+    ) -> HashMap<u64, Vec<String>> {
+        if self.params.method != Method::PageFaults {
+            return HashMap::new();
+        }
+        let mut addresses: Vec<u64> = stack_ids
+            .iter()
+            .filter(|&&stack_id| stack_id != 0)
+            .filter_map(|&stack_id| tracer.stack_frames(self.pid, stack_id)?.0.first().copied())
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let symbolized = symbolizer.symbolize(&self.history, &addresses);
+        addresses
+            .into_iter()
+            .zip(symbolized)
+            .filter_map(|(address, frames)| {
+                let names: Vec<String> = frames.into_iter().filter_map(|frame| frame.symbol).collect();
+                (!names.is_empty()).then_some((address, names))
+            })
+            .collect()
+    }
+
     fn build_report(
         &mut self,
         tracer: &Tracer,
@@ -414,6 +448,7 @@ impl Session {
             .chain(self.series.bytes.keys())
             .copied()
             .collect();
+        let functions = self.faulting_functions(tracer, symbolizer, &stack_ids);
         for stack_id in stack_ids {
             // Without a stack (none captured, or no longer in the kernel's map), nothing of
             // the allocations' callers is known: a stack cut short at once.
@@ -426,8 +461,14 @@ impl Session {
             let truncated = end != StackEnd::Complete;
             let key: Vec<FrameKey> = frames
                 .iter()
-                .map(|&address| match self.history.normalize(address) {
-                    Some(normalized) => FrameKey::Module(normalized.module, normalized.file_offset),
+                .enumerate()
+                .map(|(index, &address)| match self.history.normalize(address) {
+                    Some(normalized) => match functions.get(&address) {
+                        Some(names) if index == 0 => {
+                            FrameKey::Function(normalized.module, names.clone())
+                        }
+                        _ => FrameKey::Module(normalized.module, normalized.file_offset),
+                    },
                     None => FrameKey::Address(address),
                 })
                 .collect();

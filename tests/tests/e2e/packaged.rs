@@ -8,13 +8,14 @@ use std::time::Duration;
 use leakmon_tests::{RedisServer, describe_report, has_frame, trace_running};
 
 /// redis's allocation wrappers and the allocator: a stack of only these names no culprit.
-const WRAPPERS: [&str; 6] = [
+const WRAPPERS: [&str; 7] = [
     "zmalloc",
     "ztrymalloc",
     "zcalloc",
     "zrealloc",
     "malloc",
     "calloc",
+    "je_",
 ];
 
 /// redis's functions on the path of a `SET` that adds a key.
@@ -27,16 +28,13 @@ const DATA_PATH: [&str; 6] = [
     "processInputBuffer",
 ];
 
-#[test]
-fn redis_server_growing_names_its_data_path() {
+/// Traces a redis-server that a client makes grow (2,000 keys of 256 bytes a second) with
+/// `method_args`, and checks its top leaking stack names redis's data path.
+fn redis_growth_names_its_data_path(method_args: &[&str]) {
     let redis = RedisServer::start();
-    // 2,000 keys of 256 bytes a second, through the whole window.
     let client = redis.grow(2_000, 256, Duration::from_secs(14));
-    let report = trace_running(
-        redis.pid(),
-        &["--duration", "8", "--interval", "0.5"],
-        Duration::from_secs(2),
-    );
+    let args = [&["--duration", "8", "--interval", "0.5"], method_args].concat();
+    let report = trace_running(redis.pid(), &args, Duration::from_secs(2));
     let stored = client.join().expect("the redis client");
     eprintln!("stored {stored} keys\n{}", describe_report(&report));
     let top = report
@@ -67,4 +65,16 @@ fn redis_server_growing_names_its_data_path() {
             );
         }
     }
+}
+
+#[test]
+fn redis_server_growing_names_its_data_path() {
+    redis_growth_names_its_data_path(&[]);
+}
+
+/// The same by its page faults: jemalloc's own code writes the new pages first, but the stacks
+/// go on to redis's functions.
+#[test]
+fn redis_server_growing_by_page_faults_names_its_data_path() {
+    redis_growth_names_its_data_path(&["--method", "page-faults"]);
 }
