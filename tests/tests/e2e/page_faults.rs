@@ -96,3 +96,20 @@ fn controls_are_not_flagged() {
         assert_no_leak(&run.report);
     }
 }
+
+/// A Go program (statically linked, no C allocator to probe): its leak is found by the pages
+/// its code writes, named by the Go function.
+#[test]
+fn go_program_names_its_function() {
+    let report = traced("go_leak");
+    let stacks = assert_top_leak(&report, "main.rememberEvent");
+    let growth: f64 = stacks
+        .iter()
+        .map(|stack| stack.growth_bytes_per_second)
+        .sum();
+    assert!(
+        (growth - 409_600.0).abs() <= 0.3 * 409_600.0,
+        "main.rememberEvent keeps 409600 B/s; its pages grow at {growth:.0} B/s\n{}",
+        describe_report(&report)
+    );
+}
