@@ -770,6 +770,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut watch_ticks = ticker(daemon.config.watch.interval_seconds);
     let mut trace_ticks = ticker(daemon.config.trace.interval_seconds);
     let mut sweeps = ticker(SWEEP_INTERVAL.as_secs_f64());
+    // Page faults come without a wakeup (one each would cost more than the fault): drained here.
+    let mut drains = ticker(tracer::QUIET_EVENTS_DRAIN.as_secs_f64());
     loop {
         tokio::select! {
             _ = watch_ticks.tick() => {
@@ -778,6 +780,16 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             }
             _ = trace_ticks.tick() => daemon.trace_tick(),
             _ = sweeps.tick() => daemon.sweep(),
+            _ = drains.tick() => {
+                let Daemon { running, tracer, .. } = &mut daemon;
+                tracer::drain_events(ring.get_mut(), |event| {
+                    if let Some(running) = running.get_mut(&event.tgid)
+                        && let Err(err) = running.session.handle(tracer, &event)
+                    {
+                        warn!("pid {}: {err}", event.tgid);
+                    }
+                });
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| DaemonError::Io { what: "polling the events ring buffer", source })?;
                 let Daemon { running, tracer, .. } = &mut daemon;

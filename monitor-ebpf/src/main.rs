@@ -28,7 +28,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_NOEXIST, bpf_pidns_info},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_NO_WAKEUP, bpf_pidns_info},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
@@ -743,7 +743,19 @@ fn syscall_exit(ctx: &TracePointContext, kind: EventKind) {
 
 #[inline(always)]
 pub(crate) fn emit(event: &Event) {
-    if EVENTS.output::<Event>(event, 0).is_ok() {
+    emit_with(event, 0);
+}
+
+/// Sends `event` to user space without waking it: for events frequent enough that a wakeup
+/// each would cost more than the event (page faults); user space drains them on a timer.
+#[inline(always)]
+pub(crate) fn emit_quietly(event: &Event) {
+    emit_with(event, u64::from(BPF_RB_NO_WAKEUP));
+}
+
+#[inline(always)]
+fn emit_with(event: &Event, flags: u64) {
+    if EVENTS.output::<Event>(event, flags).is_ok() {
         count(Stat::MapEvents);
     } else {
         count(Stat::DroppedRingbufFull);

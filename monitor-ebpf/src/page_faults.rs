@@ -16,7 +16,7 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use monitor_common::{Event, EventKind, Stat, TARGET_PAGE_FAULTS};
 
-use crate::{TARGETS, count, current, emit, interned_stack, user_regs_at};
+use crate::{TARGETS, count, current, emit_quietly, interned_stack, user_regs_at};
 
 /// The write bit of a page fault's error code (`X86_PF_WRITE`).
 const PF_WRITE: u64 = 1 << 1;
@@ -41,7 +41,7 @@ pub fn page_fault_user(ctx: BtfTracePointContext) -> u32 {
     let address: u64 = ctx.arg(0);
     let regs: *const u8 = ctx.arg(1);
     let stack_id = user_regs_at(regs).map_or(0, |regs| interned_stack(tgid, regs));
-    emit(&Event {
+    emit_quietly(&Event {
         kind: EventKind::PageFault as u32,
         tgid,
         // SAFETY: plain helper call.

@@ -1627,9 +1627,9 @@ pub fn spawn_with_pid(
 
 /// Traces the running process `pid` (not a scenario: say, a server) after `warmup` with
 /// `leakmon trace --format json ... --pid PID ARGS...`; panics unless leakmon succeeds with a
-/// report about that pid.
+/// report about that pid. The caller holds [`serial`] from before it starts what the trace is
+/// to see (a server and its load), so that no other trace delays this one.
 pub fn trace_running(pid: u32, args: &[&str], warmup: Duration) -> Report {
-    let _serial = serial();
     thread::sleep(warmup);
     let traced = trace_unserialized(
         Host::AsIs,

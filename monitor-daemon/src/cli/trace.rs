@@ -150,6 +150,8 @@ pub async fn trace(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweeper = tokio::time::interval(SWEEP_INTERVAL);
     sweeper.tick().await;
+    // Page faults come without a wakeup (one each would cost more than the fault): drained here.
+    let mut drainer = tokio::time::interval(tracer::QUIET_EVENTS_DRAIN);
     let deadline = tokio::time::sleep(options.duration);
     tokio::pin!(deadline);
     tokio::pin!(cancel);
@@ -162,6 +164,15 @@ pub async fn trace(
                 if session.exited() && child.is_none() {
                     break End::Exited(None);
                 }
+            }
+            _ = drainer.tick() => {
+                let mut failed = Ok(());
+                tracer::drain_events(ring.get_mut(), |event| {
+                    if event.tgid == pid.get() && failed.is_ok() {
+                        failed = session.handle(&mut tracer, &event);
+                    }
+                });
+                failed?;
             }
             _ = sweeper.tick() => {
                 let before = crate::trace::session::monotonic_ns()

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use leakmon_tests::{RedisServer, describe_report, has_frame, trace_running};
+use leakmon_tests::{RedisServer, describe_report, has_frame, serial, trace_running};
 
 /// redis's allocation wrappers and the allocator: a stack of only these names no culprit.
 const WRAPPERS: [&str; 7] = [
@@ -31,6 +31,7 @@ const DATA_PATH: [&str; 6] = [
 /// Traces a redis-server that a client makes grow (2,000 keys of 256 bytes a second) with
 /// `method_args`, and checks its top leaking stack names redis's data path.
 fn redis_growth_names_its_data_path(method_args: &[&str]) {
+    let _serial = serial();
     let redis = RedisServer::start();
     let client = redis.grow(2_000, 256, Duration::from_secs(14));
     let args = [&["--duration", "8", "--interval", "0.5"], method_args].concat();
