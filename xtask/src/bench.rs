@@ -5,8 +5,8 @@
 //! bytes). Each runs untraced, with empty probes at the allocator symbols' entries, with empty
 //! probes at the offsets leakmon chooses, and under `leakmon trace`, in interleaved rounds; the
 //! medians and the ratios are printed, with the kernel's own run time of each of leakmon's
-//! programs (`kernel.bpf_stats_enabled`) under `leakmon trace`. Then the daemon's own cost (see
-//! `bench_daemon`).
+//! programs (`kernel.bpf_stats_enabled`) under `leakmon trace`. Then the page-fault method's
+//! cost (see `bench_faults`) and the daemon's own cost (see `bench_daemon`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -25,7 +25,7 @@ const ITERATIONS_PROBED: u64 = 400_000;
 /// The programs whose kernel run time is reported.
 const PROGRAMS: [&str; 3] = ["alloc_enter", "alloc_exit", "free_enter"];
 /// Where the kernel's per-program statistics are switched on.
-const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+pub(crate) const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// One benchmark loop: its source and how it is compiled.
 struct Loop {
@@ -88,10 +88,10 @@ fn ns_per_pair(stdout: &str, what: &str) -> Result<f64> {
 }
 
 /// Kernel run time and run count of leakmon's programs, by name.
-type ProgramStats = BTreeMap<String, (u64, u64)>;
+pub(crate) type ProgramStats = BTreeMap<String, (u64, u64)>;
 
-/// The statistics `bpftool prog show` prints for [`PROGRAMS`].
-fn program_stats() -> Result<ProgramStats> {
+/// The statistics `bpftool prog show` prints for the programs named in `programs`.
+pub(crate) fn program_stats(programs: &[&str]) -> Result<ProgramStats> {
     let listing = output(command("bpftool")?.args(["prog", "show"]))?;
     let mut stats = ProgramStats::new();
     for line in listing.lines() {
@@ -111,7 +111,7 @@ fn program_stats() -> Result<ProgramStats> {
             continue;
         };
         if let (true, Some(time), Some(count)) = (
-            PROGRAMS.contains(name),
+            programs.contains(name),
             field("run_time_ns"),
             field("run_cnt"),
         ) {
@@ -143,7 +143,7 @@ fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<(f64, Progr
     // The programs go with leakmon: keep the last reading taken while it ran.
     let mut stats = ProgramStats::new();
     while child.try_wait()?.is_none() {
-        let now = program_stats()?;
+        let now = program_stats(&PROGRAMS)?;
         if now.len() == PROGRAMS.len() {
             stats = now;
         }
@@ -162,19 +162,52 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Builds everything and prints the tables.
-pub fn bench() -> Result<()> {
-    let leakmon = daemon::build_release()?;
-    let previous_stats = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
-    std::fs::write(BPF_STATS, "1").with_context(|| format!("enabling {BPF_STATS}"))?;
-    let result = LOOPS
-        .iter()
-        .try_for_each(|bench| bench_loop(&leakmon, bench));
-    if let Err(err) = std::fs::write(BPF_STATS, previous_stats.trim()) {
-        eprintln!("restoring {BPF_STATS}: {err}");
+/// The parts of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The allocation method on the two loops.
+    Allocations,
+    /// The page-fault method: fault cost and redis throughput.
+    PageFaults,
+    /// The daemon's own cost.
+    Daemon,
+}
+
+/// The parts `cargo xtask bench PART...` names; every part when none is.
+pub fn parse_parts(args: &[String]) -> Result<Vec<Part>> {
+    if args.is_empty() {
+        return Ok(vec![Part::Allocations, Part::PageFaults, Part::Daemon]);
     }
-    result?;
-    crate::bench_daemon::bench(&leakmon, &build_fp_loop()?)?;
+    args.iter()
+        .map(|arg| match arg.as_str() {
+            "allocations" => Ok(Part::Allocations),
+            "page-faults" => Ok(Part::PageFaults),
+            "daemon" => Ok(Part::Daemon),
+            other => bail!("unknown bench part `{other}` (allocations, page-faults, daemon)"),
+        })
+        .collect()
+}
+
+/// Builds everything and prints the tables of `parts`.
+pub fn bench(parts: &[Part]) -> Result<()> {
+    let leakmon = daemon::build_release()?;
+    if parts.contains(&Part::Allocations) {
+        let previous_stats = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("enabling {BPF_STATS}"))?;
+        let result = LOOPS
+            .iter()
+            .try_for_each(|bench| bench_loop(&leakmon, bench));
+        if let Err(err) = std::fs::write(BPF_STATS, previous_stats.trim()) {
+            eprintln!("restoring {BPF_STATS}: {err}");
+        }
+        result?;
+    }
+    if parts.contains(&Part::PageFaults) {
+        crate::bench_faults::bench(&leakmon)?;
+    }
+    if parts.contains(&Part::Daemon) {
+        crate::bench_daemon::bench(&leakmon, &build_fp_loop()?)?;
+    }
     Ok(())
 }
 
