@@ -70,6 +70,7 @@ fn stack(bytes: u64, leaking: bool, symbols: &[&str]) -> StackReport {
                 file: None,
                 line: None,
                 inlined: false,
+                ..Default::default()
             })
             .collect(),
         ..StackReport::default()

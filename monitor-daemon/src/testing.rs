@@ -70,6 +70,7 @@ pub(crate) fn frame(
         file: None,
         line: None,
         inlined: false,
+        ..Default::default()
     }
 }
 

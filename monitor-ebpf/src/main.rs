@@ -41,6 +41,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
 mod page_faults;
+mod python;
 mod unwind;
 
 use monitor_common::{

@@ -1718,6 +1718,7 @@ mod tests {
                     file: None,
                     line: None,
                     inlined: false,
+                    ..Default::default()
                 })
                 .collect(),
             ..StackReport::default()

@@ -43,7 +43,14 @@ impl Drop for Guard {
 fn start_trace(leakmon: &Path, pid: u32, method: &str) -> Result<Guard> {
     let child = command(leakmon)?
         .args(["trace", "--pid", &pid.to_string(), "--method", method])
-        .args(["--duration", "600", "--format", "json", "--output", "/dev/null"])
+        .args([
+            "--duration",
+            "600",
+            "--format",
+            "json",
+            "--output",
+            "/dev/null",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -131,9 +138,10 @@ fn fault_rounds(leakmon: &Path) -> Result<()> {
         let before = program_stats(&[PAGE_FAULT_PROGRAM])?;
         bystander.push(ns_per_fault(command(&fault_loop)?.arg(&iterations))?);
         let after = program_stats(&[PAGE_FAULT_PROGRAM])?;
-        if let (Some((t0, c0)), Some((t1, c1))) =
-            (before.get(PAGE_FAULT_PROGRAM), after.get(PAGE_FAULT_PROGRAM))
-            && c1 > c0
+        if let (Some((t0, c0)), Some((t1, c1))) = (
+            before.get(PAGE_FAULT_PROGRAM),
+            after.get(PAGE_FAULT_PROGRAM),
+        ) && c1 > c0
         {
             program.push((t1 - t0) as f64 / (c1 - c0) as f64);
         }

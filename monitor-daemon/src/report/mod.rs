@@ -228,9 +228,20 @@ pub struct StackReport {
     pub truncated: bool,
 }
 
+/// What a frame is code of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    /// Machine code (C, C++, Rust, Go, ...).
+    #[default]
+    Native,
+    /// A Python function run by the CPython interpreter (its `address` is the code object's).
+    Python,
+}
+
 /// One frame of a stack. An address that maps to inlined functions yields one frame per
 /// function, innermost first, all with the same address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// The return address (the instruction pointer for the innermost frame).
     pub address: u64,
@@ -245,6 +256,9 @@ pub struct Frame {
     /// True for a function inlined into the next frame.
     #[serde(default)]
     pub inlined: bool,
+    /// Native code, or a Python function (whose `symbol` is its qualified name).
+    #[serde(default)]
+    pub language: Language,
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Frame, Method, Report, StackReport};
+use super::{Frame, Language, Method, Report, StackReport};
 
 /// Renders `report` for a terminal: the header, then at most `top` stacks, leaking ones first,
 /// each group by growth rate, fastest first.
@@ -151,6 +151,9 @@ fn frame_line(frame: &Frame) -> String {
     }
     if let Some(module) = &frame.module {
         let _ = write!(line, " [{}]", basename(module));
+    }
+    if frame.language == Language::Python {
+        line.push_str(" [python]");
     }
     line
 }

@@ -17,6 +17,7 @@ pub mod allocators;
 pub mod launch;
 pub mod pages;
 pub mod placement;
+pub mod python;
 pub mod regions;
 pub mod session;
 pub mod tracefs;

@@ -7,7 +7,7 @@
 //! library loaded at a new address after each `dlopen` still adds up to one stack.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     num::NonZeroU32,
     time::{Duration, Instant},
 };
@@ -15,19 +15,24 @@ use std::{
 use log::debug;
 use monitor_common::{
     AllocInfo, BRK_NESTED, Event, EventKind, STAT_COUNT, StackEnd, StackStats, Stat, WEIGHT_ONE,
+    python_frame_parts,
 };
 
 use crate::{
-    report::{Frame, Method, ProbeSite, Report, StackReport, Totals},
-    symbolize::symbolizer::{ModuleHistory, Symbolizer},
+    report::{Frame, Language, Method, ProbeSite, Report, StackReport, Totals},
+    symbolize::{
+        python::PythonFrames,
+        symbolizer::{ModuleHistory, Symbolizer},
+    },
     trace::{
         allocators::AllocatorObject,
         pages::PageLedger,
+        python::{self, Interpreter},
         regions::Regions,
         tracer::{Detached, Tracer, TracerError},
     },
     watch::{
-        procfs::{self, ProcError},
+        procfs::{self, MapEntry, ProcError},
         trend::{self, LeakRule},
     },
 };
@@ -132,6 +137,12 @@ pub struct Session {
     regions: Regions,
     /// The pages the process holds, by the page-fault method.
     pages: PageLedger,
+    /// The frames of the process's CPython interpreter, when it runs one leakmon can walk.
+    python: Option<PythonFrames>,
+    /// The stacks whose Python frames were read already.
+    python_learned: HashSet<u64>,
+    /// The process replaced its image: look for an interpreter at the next look at its maps.
+    python_due: bool,
     history: ModuleHistory,
     series: Series,
     started: Instant,
@@ -181,6 +192,9 @@ impl Session {
             probes,
             regions: Regions::default(),
             pages: PageLedger::default(),
+            python: None,
+            python_learned: HashSet::new(),
+            python_due: false,
             history: ModuleHistory::default(),
             series: Series::default(),
             started: Instant::now(),
@@ -195,6 +209,7 @@ impl Session {
         if let Some(maps) = maps {
             session.history.record(pid.get(), &maps);
             session.pages.set_maps(&maps);
+            session.detect_python(tracer, &maps);
         }
         Ok(session)
     }
@@ -238,9 +253,70 @@ impl Session {
                 self.history.record(self.pid.get(), &maps);
                 self.pages.set_maps(&maps);
                 tracer.publish_mappings(self.pid, &maps);
+                if std::mem::take(&mut self.python_due) {
+                    self.detect_python(tracer, &maps);
+                }
+                self.learn_python(tracer);
             }
             Err(ProcError::Gone { .. }) => self.exited = true,
             Err(err) => debug!("reading the mappings of pid {}: {err}", self.pid),
+        }
+    }
+
+    /// Registers the process's CPython interpreter with the kernel programs, so that its stacks
+    /// get Python frames; notes an interpreter leakmon cannot walk.
+    fn detect_python(&mut self, tracer: &mut Tracer, maps: &[MapEntry]) {
+        match python::detect(self.pid.get(), maps) {
+            Some(Interpreter::Known {
+                layout,
+                process,
+                object,
+            }) => match PythonFrames::open(self.pid.get(), layout) {
+                Ok(frames) => {
+                    debug!(
+                        "pid {}: CPython {}.{} in {object}",
+                        self.pid, layout.version.0, layout.version.1
+                    );
+                    tracer.publish_python(self.pid, &process);
+                    self.python = Some(frames);
+                }
+                Err(err) => debug!("pid {}: reading its memory: {err}", self.pid),
+            },
+            Some(unknown) => {
+                if let Some(note) = unknown.note() {
+                    log::info!("pid {}: {note}", self.pid);
+                    if !self.notes.contains(&note) {
+                        self.notes.push(note);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Reads the code objects of the Python frames of stacks not read yet, while the process
+    /// runs (its frames are then decoded even after it exits).
+    fn learn_python(&mut self, tracer: &Tracer) {
+        let Some(python) = self.python.as_mut() else {
+            return;
+        };
+        let new: Vec<u64> = self
+            .series
+            .bytes
+            .keys()
+            .copied()
+            .filter(|stack| !self.python_learned.contains(stack))
+            .collect();
+        for stack_id in new {
+            if let Some((frames, _)) = tracer.stack_frames(self.pid, stack_id) {
+                for code in frames
+                    .iter()
+                    .filter_map(|&frame| python_frame_parts(frame).map(|(code, _)| code))
+                {
+                    python.learn(code);
+                }
+            }
+            self.python_learned.insert(stack_id);
         }
     }
 
@@ -295,6 +371,9 @@ impl Session {
                 self.execs += 1;
                 // The kernel programs dropped the old image's mappings.
                 tracer.forget_mappings(self.pid);
+                self.python = None;
+                self.python_learned.clear();
+                self.python_due = true;
                 if self.launched && self.execs == 1 {
                     self.refresh_modules(tracer);
                 } else {
@@ -386,7 +465,10 @@ impl Session {
             .into_iter()
             .zip(symbolized)
             .filter_map(|(address, frames)| {
-                let names: Vec<String> = frames.into_iter().filter_map(|frame| frame.symbol).collect();
+                let names: Vec<String> = frames
+                    .into_iter()
+                    .filter_map(|frame| frame.symbol)
+                    .collect();
                 (!names.is_empty()).then_some((address, names))
             })
             .collect()
@@ -527,18 +609,30 @@ impl Session {
         });
         stacks.truncate(self.params.top);
 
+        // Native frames through the symbolizer, Python frames from the interpreter's code objects.
         let addresses: Vec<u64> = stacks
             .iter()
             .flat_map(|(frames, _)| frames.iter().copied())
+            .filter(|&frame| python_frame_parts(frame).is_none())
             .collect();
         let mut symbolized = symbolizer.symbolize(&self.history, &addresses).into_iter();
+        let python = &mut self.python;
         let stacks = stacks
             .into_iter()
             .map(|(frames, mut report)| {
                 report.frames = frames
                     .iter()
-                    .zip(symbolized.by_ref())
-                    .flat_map(|(_, frames)| frames)
+                    .flat_map(
+                        |&frame| match (python_frame_parts(frame), python.as_mut()) {
+                            (Some((code, lasti)), Some(python)) => vec![python.frame(code, lasti)],
+                            (Some((code, _)), None) => vec![Frame {
+                                address: code,
+                                language: Language::Python,
+                                ..Frame::default()
+                            }],
+                            (None, _) => symbolized.next().unwrap_or_default(),
+                        },
+                    )
                     .collect::<Vec<Frame>>();
                 report
             })

@@ -31,9 +31,9 @@ use aya::{
 };
 use log::{debug, info};
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS,
-    STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
-    TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS, WEIGHT_ONE, WalkKey,
+    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, SAMPLE_BUCKET_SCALE,
+    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat,
+    SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS, WEIGHT_ONE, WalkKey,
 };
 
 use crate::report::ProbeSite;
@@ -373,6 +373,8 @@ pub struct Tracer {
     unwind: UnwindTables,
     /// The kernel programs' remembered stack walks.
     walk_cache: HashMap<MapData, WalkKey, CachedWalk>,
+    /// The CPython interpreters of traced processes, for the walks' Python frames.
+    python: HashMap<MapData, u32, PythonProcess>,
     /// The perf events that attach [`SYSCALL_TRACEPOINTS`]: open while a process is traced,
     /// closed with the last one, since while any system-call tracepoint is attached every
     /// system call of every process on the host takes the kernel's slower tracing path.
@@ -525,6 +527,7 @@ impl Tracer {
             stats: take_map(&mut ebpf, "STATS")?,
             events: Some(take_map(&mut ebpf, "EVENTS")?),
             walk_cache: take_map(&mut ebpf, "WALK_CACHE")?,
+            python: take_map(&mut ebpf, "PYTHON_PROCS")?,
             unwind: UnwindTables::new(
                 take_map(&mut ebpf, "UNWIND_ROWS")?,
                 take_map(&mut ebpf, "PROC_MAPPINGS")?,
@@ -767,6 +770,13 @@ impl Tracer {
         self.unwind.forget(pid.get());
     }
 
+    /// Registers the CPython interpreter of `pid`: its stacks get Python frames.
+    pub fn publish_python(&mut self, pid: NonZeroU32, interpreter: &PythonProcess) {
+        if let Err(err) = self.python.insert(pid.get(), interpreter, 0) {
+            log::warn!("pid {pid}: registering its Python interpreter: {err}");
+        }
+    }
+
     /// A stack walk of `pid` asked for its mappings to be published again.
     pub fn unwind_requested(&mut self, pid: NonZeroU32) {
         if let Err(err) = self.unwind.request(pid.get()) {
@@ -837,6 +847,10 @@ impl Tracer {
     pub fn purge(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
         let tgid = pid.get();
         self.unwind.forget(tgid);
+        ignore_missing(self.python.remove(&tgid)).map_err(|source| TracerError::Map {
+            what: "forgetting a Python interpreter",
+            source,
+        })?;
         let what = "purging the process's state";
         let keys: Vec<AllocKey> = self
             .allocs
@@ -992,6 +1006,7 @@ impl Tracer {
             ("SYSCALLS", self.syscalls.keys().count() as u64),
             ("UNWIND_ROWS", self.unwind.usage().rows),
             ("WALK_CACHE", self.walk_cache.keys().count() as u64),
+            ("PYTHON_PROCS", self.python.keys().count() as u64),
             ("PROC_MAPPINGS", self.unwind.usage().processes),
         ]
     }
