@@ -43,7 +43,7 @@ use tokio::{
 use crate::{
     config::{self, Config, ConfigError, TargetSelector, TraceConfig},
     model::{OomKill, ProbeHealth, ProcessView, Reason, Snapshot},
-    report::{EndReason, ProcessEnd, Report, text::human_bytes},
+    report::{EndReason, Method, ProcessEnd, Report, text::human_bytes},
     serve::{
         api::{self, ApiState, Command, TraceAccepted},
         store::{ReportStore, StoreError},
@@ -381,6 +381,7 @@ fn session_params(trace: &TraceConfig, sample_rate: u64) -> SessionParams {
         min_age: Duration::ZERO,
         top: REPORT_TOP,
         sample_rate,
+        method: Method::Allocations,
     }
 }
 
@@ -671,6 +672,19 @@ impl Daemon {
             if self.writer.send(job).is_err() {
                 error!("the report writer has stopped; the interim report of pid {pid} is lost");
             }
+        }
+    }
+
+    /// Records how a process ended, when `event` says, and hands the event to the trace of its
+    /// process.
+    fn dispatch(&mut self, event: &monitor_common::Event) {
+        if let Some(end) = Ended::from_event(event) {
+            self.ended.insert(end.pid, (end, Instant::now()));
+        }
+        if let Some(running) = self.running.get_mut(&event.tgid)
+            && let Err(err) = running.session.handle(&mut self.tracer, event)
+        {
+            warn!("pid {}: {err}", event.tgid);
         }
     }
 
@@ -1024,6 +1038,7 @@ impl Daemon {
                     );
                     new.trace.max_allocations = self.config.trace.max_allocations;
                     new.trace.max_stacks = self.config.trace.max_stacks;
+                    new.trace.max_unwind_rows = self.config.trace.max_unwind_rows;
                     new.daemon = self.config.daemon.clone();
                 }
                 for change in self.config.reload_changes(&new) {
@@ -1125,7 +1140,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut tracer = Tracer::load(MapLimits {
         allocations: config.trace.max_allocations,
         stacks: config.trace.max_stacks,
-        ..MapLimits::default()
+        unwind_rows: config.trace.max_unwind_rows,
     })?;
     let ring = tracer.take_events().ok_or(DaemonError::Io {
         what: "taking the events ring buffer",
@@ -1228,6 +1243,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut watch_ticks = ticker(daemon.config.watch.interval_seconds);
     let mut trace_ticks = ticker(daemon.config.trace.interval_seconds);
     let mut sweeps = ticker(SWEEP_INTERVAL.as_secs_f64());
+    // Page faults come without a wakeup (one each would cost more than the fault): drained here.
+    let mut drains = ticker(tracer::QUIET_EVENTS_DRAIN.as_secs_f64());
     loop {
         tokio::select! {
             _ = watch_ticks.tick() => {
@@ -1236,19 +1253,12 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             }
             _ = trace_ticks.tick() => daemon.trace_tick(),
             _ = sweeps.tick() => daemon.sweep(),
+            _ = drains.tick() => {
+                tracer::drain_events(ring.get_mut(), |event| daemon.dispatch(&event));
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| DaemonError::Io { what: "polling the events ring buffer", source })?;
-                let Daemon { running, tracer, ended, .. } = &mut daemon;
-                tracer::drain_events(guard.get_inner_mut(), |event| {
-                    if let Some(end) = Ended::from_event(&event) {
-                        ended.insert(end.pid, (end, Instant::now()));
-                    }
-                    if let Some(running) = running.get_mut(&event.tgid)
-                        && let Err(err) = running.session.handle(tracer, &event)
-                    {
-                        warn!("pid {}: {err}", event.tgid);
-                    }
-                });
+                tracer::drain_events(guard.get_inner_mut(), |event| daemon.dispatch(&event));
                 guard.clear_ready();
             }
             Some(saved) = saved_rx.recv() => {

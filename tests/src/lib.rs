@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use monitor_daemon::report::{Frame, Report, StackReport};
+pub use monitor_daemon::report::{Frame, Method, Report, StackReport};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
@@ -530,8 +530,10 @@ fn parse_summary(stdout: &str, scenario: &str, leakmon_stderr: &str) -> Scenario
     };
     let summary: ScenarioSummary = serde_json::from_str(line)
         .unwrap_or_else(|error| panic!("bad summary line {line:?} from {scenario}: {error}"));
+    // A scenario built without frame pointers (`NAME_nofp`) is the same program as `NAME`.
     assert_eq!(
-        summary.scenario, scenario,
+        summary.scenario,
+        scenario.strip_suffix("_nofp").unwrap_or(scenario),
         "summary line of another scenario"
     );
     summary
@@ -723,6 +725,113 @@ pub fn free_local_addr() -> SocketAddr {
     listener
         .local_addr()
         .expect("the address of a bound listener")
+}
+
+/// Debian's `redis-server` (a program nobody on the team wrote, built as the distribution
+/// builds it: -O2, no frame pointers, jemalloc) on a free loopback port with persistence off;
+/// killed when dropped.
+pub struct RedisServer {
+    process: BackgroundProcess,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("pid", &self.pid())
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl RedisServer {
+    /// Starts it and waits until it answers `PING`.
+    pub fn start() -> Self {
+        let addr = free_local_addr();
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &addr.port().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]);
+        let mut server = RedisServer {
+            process: BackgroundProcess::spawn(command, "redis-server"),
+            addr,
+        };
+        wait_for(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            || {
+                server.process.assert_running();
+                let mut stream = TcpStream::connect(addr).ok()?;
+                stream.write_all(b"PING\r\n").ok()?;
+                let mut reply = [0; 7];
+                stream.read_exact(&mut reply).ok()?;
+                (&reply == b"+PONG\r\n").then_some(())
+            },
+        );
+        server
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Stores `per_second` new keys a second, each with a value of `value_len` bytes, for
+    /// `duration`, from a thread (pipelined `SET`s every 10 ms); the thread returns how many
+    /// keys it stored.
+    pub fn grow(&self, per_second: u32, value_len: usize, duration: Duration) -> JoinHandle<u64> {
+        let addr = self.addr;
+        thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).expect("connecting to redis-server");
+            let value = vec![b'v'; value_len];
+            let per_tick = (per_second / 100).max(1);
+            let started = Instant::now();
+            let mut stored = 0u64;
+            let mut tick = 0u32;
+            while started.elapsed() < duration {
+                let mut batch = Vec::new();
+                for _ in 0..per_tick {
+                    let key = format!("leakmon:key:{stored}");
+                    stored += 1;
+                    batch.extend_from_slice(
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${value_len}\r\n",
+                            key.len()
+                        )
+                        .as_bytes(),
+                    );
+                    batch.extend_from_slice(&value);
+                    batch.extend_from_slice(b"\r\n");
+                }
+                stream
+                    .write_all(&batch)
+                    .expect("sending SETs to redis-server");
+                let mut replies = vec![0; 5 * per_tick as usize];
+                stream
+                    .read_exact(&mut replies)
+                    .expect("reading redis-server's replies");
+                assert!(
+                    replies.chunks(5).all(|reply| reply == b"+OK\r\n"),
+                    "redis-server refused a SET: {}",
+                    String::from_utf8_lossy(&replies)
+                );
+                tick += 1;
+                let next = started + Duration::from_millis(10) * tick;
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            stored
+        })
+    }
 }
 
 /// An HTTP response: the status code, the headers (names lowercased) and the body.
@@ -1457,14 +1566,19 @@ pub struct KernelMaps {
     pub targets: Vec<u32>,
 }
 
-/// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name).
-pub const STATE_MAPS: [&str; 6] = [
+/// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name). The
+/// unwind rows are shared by every process that maps an object, and kept a while after the last
+/// one: they are not per-process state.
+pub const STATE_MAPS: [&str; 9] = [
     "ALLOCS",
     "STACKS",
     "STACK_STATS",
     "INFLIGHT",
     "SYSCALLS",
     "TARGETS",
+    "PROC_MAPPINGS",
+    "UNWIND_WANTED",
+    "WALK_CACHE",
 ];
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {
@@ -1652,6 +1766,34 @@ pub fn spawn_with_pid(
     None
 }
 
+/// Traces the running process `pid` (not a scenario: say, a server) after `warmup` with
+/// `leakmon trace --format json ... --pid PID ARGS...`; panics unless leakmon succeeds with a
+/// report about that pid. The caller holds [`serial`] from before it starts what the trace is
+/// to see (a server and its load), so that no other trace delays this one.
+pub fn trace_running(pid: u32, args: &[&str], warmup: Duration) -> Report {
+    thread::sleep(warmup);
+    let traced = trace_unserialized(
+        Host::AsIs,
+        "json",
+        args,
+        vec!["--pid".into(), pid.to_string().into()],
+    );
+    assert!(
+        traced.run.status.success(),
+        "leakmon trace --pid {pid} failed ({}):\n{}",
+        traced.run.status,
+        traced.run.stderr
+    );
+    let report: Report = serde_json::from_slice(&traced.output).unwrap_or_else(|error| {
+        panic!(
+            "the JSON report does not parse ({error})\nleakmon stderr:\n{}",
+            traced.run.stderr
+        )
+    });
+    assert_eq!(report.pid, pid, "the report is about another process");
+    report
+}
+
 /// [`trace_pid`] for a process started by `command` rather than from a scenario's path (in
 /// another namespace, from a copy, ...): starts it, lets it run for `warmup`, traces the pid
 /// `resolve` gives for the started one with `leakmon trace --format json ... --pid PID ARGS...`,
@@ -1717,6 +1859,7 @@ mod tests {
                     file: None,
                     line: None,
                     inlined: false,
+                    ..Default::default()
                 })
                 .collect(),
             ..StackReport::default()
@@ -1739,8 +1882,7 @@ mod tests {
             dropped: Default::default(),
             events: Default::default(),
             stacks,
-            interim: false,
-            end: None,
+            ..Default::default()
         }
     }
 

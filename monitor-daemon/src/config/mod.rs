@@ -163,6 +163,9 @@ pub struct TraceConfig {
     pub max_allocations: u32,
     /// Capacity of the kernel's stacks map. Default 32768.
     pub max_stacks: u32,
+    /// Capacity of the kernel's unwind rows map (8 bytes a row; a C library needs about
+    /// 28,000, a large program a few hundred thousand). Default 1048576.
+    pub max_unwind_rows: u32,
     /// Seconds between the interim reports of a trace of a process whose exhaustion is
     /// imminent: its report is stored this often during the window, not only at its end, so
     /// that the evidence is on disk when the OOM killer strikes. Default 10.
@@ -183,6 +186,7 @@ impl Default for TraceConfig {
             targets: Vec::new(),
             max_allocations: 262_144,
             max_stacks: 32_768,
+            max_unwind_rows: 1 << 20,
             report_refresh_seconds: 10.0,
         }
     }

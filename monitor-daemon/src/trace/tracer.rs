@@ -12,22 +12,28 @@
 //! calls the tracing path, are refused by some kernels, this development VM's among them.)
 
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::Path, time::Duration};
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    num::NonZeroU32,
+    path::Path,
+    time::Duration,
+};
 
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, ProgramError, TracePoint, UProbe,
+        tp_btf::{BtfTracePointLink, BtfTracePointLinkId},
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
     },
     sys::SyscallError,
 };
 use log::{debug, info, warn};
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS,
-    STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
-    WEIGHT_ONE, WalkKey,
+    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, SAMPLE_BUCKET_SCALE,
+    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat,
+    SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS, WEIGHT_ONE, WalkKey,
 };
 
 use crate::report::ProbeSite;
@@ -49,7 +55,7 @@ pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// The memory-mapping system-call tracepoints (programs named as their events in the
 /// `syscalls` category).
-const SYSCALL_TRACEPOINTS: [&str; 8] = [
+const SYSCALL_TRACEPOINTS: [&str; 10] = [
     "sys_enter_mmap",
     "sys_exit_mmap",
     "sys_enter_munmap",
@@ -58,7 +64,12 @@ const SYSCALL_TRACEPOINTS: [&str; 8] = [
     "sys_exit_mremap",
     "sys_enter_brk",
     "sys_exit_brk",
+    "sys_enter_madvise",
+    "sys_exit_madvise",
 ];
+
+/// The BTF tracepoint program (and tracepoint) of the page-fault method.
+const PAGE_FAULT_PROGRAM: &str = "page_fault_user";
 
 /// The process-lifecycle BTF tracepoints (program and tracepoint of the same name).
 const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["sched_process_exit", "sched_process_exec"];
@@ -206,10 +217,12 @@ pub enum EmptyPlacement {
 }
 
 /// Probes taken off a process (see [`Tracer::detach_later`]), with the system-call tracepoints
-/// when it was the last traced process; dropping this detaches them.
+/// when it was the last traced process and the page-fault program when it was the last traced
+/// by its page faults; dropping this detaches them.
 pub struct Detached {
     probes: Vec<UProbeLink>,
     tracepoints: Vec<OwnedFd>,
+    page_faults: Option<BtfTracePointLink>,
 }
 
 impl Detached {
@@ -221,6 +234,7 @@ impl Detached {
                 scope.spawn(move || drop(link));
             }
             scope.spawn(move || drop(self.tracepoints));
+            scope.spawn(move || drop(self.page_faults));
         });
     }
 }
@@ -354,12 +368,19 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// The processes traced by their page faults.
+    page_fault_targets: HashSet<u32>,
+    /// The page-fault program's attachment, while some process is traced by its page faults:
+    /// it runs on every user page fault of the host.
+    page_fault_link: Option<BtfTracePointLinkId>,
     /// The ids of [`SYSCALL_TRACEPOINTS`], read from tracefs at load.
     syscall_event_ids: Vec<u64>,
     /// The unwind rows and the traced processes' mappings.
     unwind: UnwindTables,
     /// The kernel programs' remembered stack walks.
     walk_cache: HashMap<MapData, WalkKey, CachedWalk>,
+    /// The CPython interpreters of traced processes, for the walks' Python frames.
+    python: HashMap<MapData, u32, PythonProcess>,
     /// The perf events that attach [`SYSCALL_TRACEPOINTS`]: open while a process is traced,
     /// closed with the last one, since while any system-call tracepoint is attached every
     /// system call of every process on the host takes the kernel's slower tracing path.
@@ -503,6 +524,13 @@ impl Tracer {
                 warn!("{err}: the ends of processes are not recorded from it");
             }
         }
+        let page_faults: &mut BtfTracePoint = ebpf
+            .program_mut(PAGE_FAULT_PROGRAM)
+            .and_then(|program| program.try_into().ok())
+            .ok_or(TracerError::MissingProgram(PAGE_FAULT_PROGRAM))?;
+        page_faults
+            .load(PAGE_FAULT_PROGRAM, &btf)
+            .map_err(|source| load_error(PAGE_FAULT_PROGRAM, source))?;
         let mut syscall_event_ids = Vec::new();
         for name in SYSCALL_TRACEPOINTS {
             tracepoint(&mut ebpf, name)?
@@ -529,6 +557,7 @@ impl Tracer {
             stats: take_map(&mut ebpf, "STATS")?,
             events: Some(take_map(&mut ebpf, "EVENTS")?),
             walk_cache: take_map(&mut ebpf, "WALK_CACHE")?,
+            python: take_map(&mut ebpf, "PYTHON_PROCS")?,
             unwind: UnwindTables::new(
                 take_map(&mut ebpf, "UNWIND_ROWS")?,
                 take_map(&mut ebpf, "PROC_MAPPINGS")?,
@@ -536,6 +565,8 @@ impl Tracer {
             )?,
             ebpf,
             links: StdHashMap::new(),
+            page_fault_targets: HashSet::new(),
+            page_fault_link: None,
             syscall_event_ids,
             syscall_events: Vec::new(),
             pid_namespace,
@@ -585,7 +616,7 @@ impl Tracer {
         self.refuse_nested_pid_namespace(pid.get())?;
         self.attach_syscall_tracepoints()?;
         self.targets
-            .insert(pid.get(), 1, 0)
+            .insert(pid.get(), TARGET_ALLOCATIONS, 0)
             .map_err(|source| TracerError::Map {
                 what: "registering the target",
                 source,
@@ -643,6 +674,36 @@ impl Tracer {
             sites.iter().filter(|site| site.emulated).count()
         );
         Ok(sites)
+    }
+
+    /// Starts tracing `pid` by its page faults: registers it for the page-fault program (attached
+    /// while some process is traced this way) and the memory-mapping system calls. On error
+    /// nothing stays registered.
+    pub fn attach_page_faults(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
+        self.refuse_nested_pid_namespace(pid.get())?;
+        self.attach_syscall_tracepoints()?;
+        if self.page_fault_link.is_none() {
+            let program: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(PAGE_FAULT_PROGRAM)
+                .and_then(|program| program.try_into().ok())
+                .ok_or(TracerError::MissingProgram(PAGE_FAULT_PROGRAM))?;
+            let link = program.attach().map_err(|source| TracerError::Program {
+                what: format!("attaching {PAGE_FAULT_PROGRAM} to its BTF tracepoint"),
+                source,
+            })?;
+            self.page_fault_link = Some(link);
+        }
+        self.page_fault_targets.insert(pid.get());
+        if let Err(source) = self.targets.insert(pid.get(), TARGET_PAGE_FAULTS, 0) {
+            drop(self.detach_later(pid));
+            return Err(TracerError::Map {
+                what: "registering the target",
+                source,
+            });
+        }
+        info!("pid {pid}: traced by its page faults");
+        Ok(())
     }
 
     /// Refuses a process outside leakmon's PID namespace when that is not the initial one: the
@@ -739,6 +800,13 @@ impl Tracer {
         self.unwind.forget(pid.get());
     }
 
+    /// Registers the CPython interpreter of `pid`: its stacks get Python frames.
+    pub fn publish_python(&mut self, pid: NonZeroU32, interpreter: &PythonProcess) {
+        if let Err(err) = self.python.insert(pid.get(), interpreter, 0) {
+            log::warn!("pid {pid}: registering its Python interpreter: {err}");
+        }
+    }
+
     /// A stack walk of `pid` asked for its mappings to be published again.
     pub fn unwind_requested(&mut self, pid: NonZeroU32) {
         if let Err(err) = self.unwind.request(pid.get()) {
@@ -777,8 +845,23 @@ impl Tracer {
         if let Err(err) = self.targets.remove(&pid.get()) {
             debug!("unregistering pid {pid}: {err}");
         }
-        self.unwind.forget(pid.get());
-        let tracepoints = if self.links.is_empty() {
+        let mut page_faults = None;
+        if self.page_fault_targets.remove(&pid.get())
+            && self.page_fault_targets.is_empty()
+            && let Some(link) = self.page_fault_link.take()
+        {
+            match self
+                .ebpf
+                .program_mut(PAGE_FAULT_PROGRAM)
+                .and_then(|program| <&mut BtfTracePoint>::try_from(program).ok())
+                .map(|program| program.take_link(link))
+            {
+                Some(Ok(link)) => page_faults = Some(link),
+                Some(Err(err)) => debug!("detaching {PAGE_FAULT_PROGRAM}: {err}"),
+                None => debug!("detaching {PAGE_FAULT_PROGRAM}: no such program"),
+            }
+        }
+        let tracepoints = if self.links.is_empty() && self.page_fault_targets.is_empty() {
             std::mem::take(&mut self.syscall_events)
         } else {
             Vec::new()
@@ -786,12 +869,18 @@ impl Tracer {
         Detached {
             probes: links,
             tracepoints,
+            page_faults,
         }
     }
 
-    /// Removes every trace of `pid` from the kernel maps.
+    /// Removes every trace of `pid` from the kernel maps, its published mappings included.
     pub fn purge(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
         let tgid = pid.get();
+        self.unwind.forget(tgid);
+        ignore_missing(self.python.remove(&tgid)).map_err(|source| TracerError::Map {
+            what: "forgetting a Python interpreter",
+            source,
+        })?;
         let what = "purging the process's state";
         let keys: Vec<AllocKey> = self
             .allocs
@@ -947,6 +1036,7 @@ impl Tracer {
             ("SYSCALLS", self.syscalls.keys().count() as u64),
             ("UNWIND_ROWS", self.unwind.usage().rows),
             ("WALK_CACHE", self.walk_cache.keys().count() as u64),
+            ("PYTHON_PROCS", self.python.keys().count() as u64),
             ("PROC_MAPPINGS", self.unwind.usage().processes),
         ]
     }
@@ -1069,6 +1159,11 @@ fn refuse_seccomp_uretprobes(pid: u32) -> Result<(), TracerError> {
     }
     Ok(())
 }
+
+/// How often the event loops drain the ring buffer of the events the kernel programs send
+/// without a wakeup (page faults): the 1 MiB buffer holds about 14,500 events, the faults of
+/// 57 MiB; at this period, growth up to ~500 MiB/s fits.
+pub const QUIET_EVENTS_DRAIN: Duration = Duration::from_millis(100);
 
 /// Hands every event waiting in the ring buffer to `handle`, oldest first.
 pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) {

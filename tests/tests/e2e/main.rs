@@ -7,7 +7,10 @@ mod formats;
 mod leaks;
 mod lifecycle;
 mod modes;
+mod no_frame_pointers;
 mod non_leaks;
+mod packaged;
+mod page_faults;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.
 const INTERVAL: &[&str] = &["--interval", "0.5"];

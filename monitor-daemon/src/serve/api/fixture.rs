@@ -96,6 +96,7 @@ pub(super) fn frame(symbol: &str) -> Frame {
         file: None,
         line: None,
         inlined: false,
+        ..Default::default()
     }
 }
 
