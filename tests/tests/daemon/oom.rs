@@ -5,7 +5,8 @@
 //! naming the leaking function before the OOM killer strikes; then record the kill in that
 //! report (`end.reason` `oom_kill`), in `leakmon_oom_kills_total` and in `leakmon status`, and
 //! keep serving the dead process's report. Beside it, a control in a cgroup of its own fills a
-//! 128 MiB cache at 40 MB/s and stops: never suspected.
+//! 128 MiB cache at 40 MB/s and stops: never suspected; and the same flood with no limit but the
+//! host's memory (far from exhausted) is found by the trend rules within [`UNLIMITED_LIMIT`].
 
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,8 @@ const IDLE_SECONDS: &str = "35";
 const LEAK_FUNCTION: &str = "record_rejection";
 /// How long the whole test may take, from the flood's start.
 const LIMIT_AFTER_FLOOD: Duration = Duration::from_secs(90);
+/// How soon the flood with no memory limit must be suspected, from its start.
+const UNLIMITED_LIMIT: Duration = Duration::from_secs(90);
 
 /// A longer trace window than the other daemon tests', so the kill falls within it.
 fn config() -> String {
@@ -55,6 +58,21 @@ fn report_on_disk(daemon: &Daemon, pid: u32) -> Option<Report> {
     })
 }
 
+/// When the flood with no limit, `pid`, is suspected: `since_flood` (it must not be imminent).
+fn unlimited_suspected(views: &[ProcessView], pid: u32, since_flood: Duration) -> Option<Duration> {
+    let view = find(views, pid).filter(|view| view.suspected)?;
+    assert!(
+        !view.reasons.contains(&Reason::ExhaustionImminent),
+        "the flood with the host's memory to fill is not imminent: {view:?}"
+    );
+    eprintln!(
+        "the flood with no limit suspected {:.1} s into it at RSS {} MiB: {view:?}",
+        since_flood.as_secs_f64(),
+        view.rss_bytes >> 20
+    );
+    Some(since_flood)
+}
+
 #[test]
 fn a_flood_in_a_memory_cgroup_is_explained_on_disk_before_the_oom_kill() {
     let _serial = serial();
@@ -72,7 +90,8 @@ fn a_flood_in_a_memory_cgroup_is_explained_on_disk_before_the_oom_kill() {
         bounded.command(&program, &["300", IDLE_SECONDS, "160000", &burst_bytes]),
         "flood_leak (bounded burst)",
     );
-    let (pid, control) = (flood.pid(), burst.pid());
+    let mut unlimited = BackgroundProcess::scenario("flood_leak", &["300", IDLE_SECONDS, "80000"]);
+    let (pid, control, free) = (flood.pid(), burst.pid(), unlimited.pid());
     let started = Instant::now();
     let idle = Duration::from_secs(IDLE_SECONDS.parse().expect("seconds"));
     eprintln!(
@@ -85,6 +104,7 @@ fn a_flood_in_a_memory_cgroup_is_explained_on_disk_before_the_oom_kill() {
     let mut traced = None;
     let mut on_disk = None;
     let mut last_view = None;
+    let mut unlimited_found = None;
     while !flood.has_exited() {
         let since_flood = started.elapsed().saturating_sub(idle);
         assert!(
@@ -93,6 +113,9 @@ fn a_flood_in_a_memory_cgroup_is_explained_on_disk_before_the_oom_kill() {
             LIMIT_AFTER_FLOOD.as_secs()
         );
         let views: Vec<ProcessView> = daemon.get_json("/api/v1/processes");
+        if unlimited_found.is_none() {
+            unlimited_found = unlimited_suspected(&views, free, since_flood);
+        }
         if let Some(view) = find(&views, control) {
             assert!(
                 !view.suspected,
@@ -157,6 +180,15 @@ fn a_flood_in_a_memory_cgroup_is_explained_on_disk_before_the_oom_kill() {
         "flagged after {flagged:?}"
     );
     assert!(traced < killed && on_disk < killed);
+    let unlimited_found = unlimited_found.unwrap_or_else(|| {
+        leakmon_tests::wait_for(UNLIMITED_LIMIT, "the flood with no limit suspected", || {
+            let views: Vec<ProcessView> = daemon.get_json("/api/v1/processes");
+            unlimited_suspected(&views, free, started.elapsed().saturating_sub(idle))
+        })
+    });
+    assert!(unlimited_found <= UNLIMITED_LIMIT, "{unlimited_found:?}");
+    unlimited.assert_running();
+    drop(unlimited);
 
     // The kill is recorded on the report, which stays served.
     let report = leakmon_tests::wait_for(
