@@ -39,7 +39,7 @@ use monitor_common::{
 use crate::report::ProbeSite;
 use crate::trace::allocators::AllocatorObject;
 use crate::trace::tracefs;
-use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables};
+use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables, is_missing};
 use crate::watch::procfs::MapEntry;
 
 /// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
@@ -1150,7 +1150,7 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) 
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
-        Err(MapError::KeyNotFound) => Ok(()),
+        Err(err) if is_missing(&err) => Ok(()),
         other => other,
     }
 }
