@@ -1465,8 +1465,9 @@ pub struct KernelMaps {
 
 /// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name). The
 /// unwind rows are shared by every process that maps an object, and kept a while after the last
-/// one: they are not per-process state.
-pub const STATE_MAPS: [&str; 9] = [
+/// one, and the Python thread states are remembered per thread in a bounded least-recently-used
+/// map (checked at each use): they are not per-process state.
+pub const STATE_MAPS: [&str; 10] = [
     "ALLOCS",
     "STACKS",
     "STACK_STATS",
@@ -1476,6 +1477,7 @@ pub const STATE_MAPS: [&str; 9] = [
     "PROC_MAPPINGS",
     "UNWIND_WANTED",
     "WALK_CACHE",
+    "PYTHON_PROCS",
 ];
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {
