@@ -31,6 +31,44 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// The default tolerance of [`assert_leak`] on the leaked bytes, as a fraction.
 pub const LEAK_TOLERANCE: f64 = 0.10;
 
+/// The path of a Python scenario script in `scenarios/`.
+pub fn python_script(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "Python scenario {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// The distribution's CPython (Debian 12's python3.11: the interpreter and libpython linked
+/// into one executable, built with LTO, stripped).
+pub const DISTRIBUTION_PYTHON: &str = "/usr/bin/python3.11";
+
+/// The CPython interpreters of this machine's pyenv tree (pyenv builds: the executable linked
+/// to a shared libpython, as in an embedding program), as (version, path), when present.
+pub fn pyenv_pythons() -> Vec<(String, PathBuf)> {
+    let root = Path::new("/root/.pyenv/versions");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().into_owned();
+            let (major, rest) = version.split_once('.')?;
+            let minor = rest.split('.').next()?;
+            let binary = entry.path().join(format!("bin/python{major}.{minor}"));
+            binary.is_file().then_some((version, binary))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
 /// The path of a program built from `scenarios/` by the build script.
 pub fn scenario_path(name: &str) -> PathBuf {
     let path = Path::new(env!("SCENARIO_DIR")).join(name);
@@ -1568,8 +1606,9 @@ pub struct KernelMaps {
 
 /// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name). The
 /// unwind rows are shared by every process that maps an object, and kept a while after the last
-/// one: they are not per-process state.
-pub const STATE_MAPS: [&str; 9] = [
+/// one, and the Python thread states are remembered per thread in a bounded least-recently-used
+/// map (checked at each use): they are not per-process state.
+pub const STATE_MAPS: [&str; 10] = [
     "ALLOCS",
     "STACKS",
     "STACK_STATS",
@@ -1579,6 +1618,7 @@ pub const STATE_MAPS: [&str; 9] = [
     "PROC_MAPPINGS",
     "UNWIND_WANTED",
     "WALK_CACHE",
+    "PYTHON_PROCS",
 ];
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {

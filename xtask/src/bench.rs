@@ -169,6 +169,8 @@ pub enum Part {
     Allocations,
     /// The page-fault method: fault cost and redis throughput.
     PageFaults,
+    /// A Python allocation loop.
+    Python,
     /// The daemon's own cost.
     Daemon,
 }
@@ -176,14 +178,22 @@ pub enum Part {
 /// The parts `cargo xtask bench PART...` names; every part when none is.
 pub fn parse_parts(args: &[String]) -> Result<Vec<Part>> {
     if args.is_empty() {
-        return Ok(vec![Part::Allocations, Part::PageFaults, Part::Daemon]);
+        return Ok(vec![
+            Part::Allocations,
+            Part::PageFaults,
+            Part::Python,
+            Part::Daemon,
+        ]);
     }
     args.iter()
         .map(|arg| match arg.as_str() {
             "allocations" => Ok(Part::Allocations),
             "page-faults" => Ok(Part::PageFaults),
+            "python" => Ok(Part::Python),
             "daemon" => Ok(Part::Daemon),
-            other => bail!("unknown bench part `{other}` (allocations, page-faults, daemon)"),
+            other => {
+                bail!("unknown bench part `{other}` (allocations, page-faults, python, daemon)")
+            }
         })
         .collect()
 }
@@ -204,6 +214,9 @@ pub fn bench(parts: &[Part]) -> Result<()> {
     }
     if parts.contains(&Part::PageFaults) {
         crate::bench_faults::bench(&leakmon)?;
+    }
+    if parts.contains(&Part::Python) {
+        crate::bench_python::bench(&leakmon)?;
     }
     if parts.contains(&Part::Daemon) {
         crate::bench_daemon::bench(&leakmon, &build_fp_loop()?)?;

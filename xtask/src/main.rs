@@ -3,6 +3,7 @@
 mod bench;
 mod bench_daemon;
 mod bench_faults;
+mod bench_python;
 mod daemon;
 mod deb;
 mod fuzz;
@@ -33,7 +34,8 @@ tasks:
                       with empty probes, under leakmon trace; kernel run time per program);
                       page-faults, what the page-fault method costs (ns per fault for the
                       traced process and for others; redis-server's throughput untraced and
-                      under both methods); daemon, what the daemon costs (CPU and memory
+                      under both methods); python, ns per allocation of a Python loop
+                      untraced and traced; daemon, what the daemon costs (CPU and memory
                       watching 1000 idle processes, always-on overhead on the loop)
   deb                 setup, build, then build the Debian package target/debian/leakmon_*.deb
                       with cargo-deb (installed when missing): the binary, the systemd unit

@@ -75,9 +75,10 @@ pub fn detect(pid: u32, maps: &[MapEntry]) -> Option<Interpreter> {
         let Ok(elf) = object::File::parse(&*data) else {
             continue;
         };
+        // Defined here, not only referenced (extension modules reference `_PyRuntime`).
         let symbol = |name: &str| {
             elf.dynamic_symbols()
-                .find(|symbol| symbol.name() == Ok(name))
+                .find(|symbol| symbol.is_definition() && symbol.name() == Ok(name))
                 .map(|symbol| (symbol.address(), symbol.size()))
         };
         let Some((runtime, _)) = symbol("_PyRuntime") else {

@@ -38,7 +38,7 @@ use monitor_common::{
 
 use crate::report::ProbeSite;
 use crate::trace::allocators::AllocatorObject;
-use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables};
+use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables, is_missing};
 use crate::trace::{ends, tracefs};
 use crate::watch::procfs::MapEntry;
 
@@ -1180,7 +1180,7 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) 
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
-        Err(MapError::KeyNotFound) => Ok(()),
+        Err(err) if is_missing(&err) => Ok(()),
         other => other,
     }
 }

@@ -11,6 +11,7 @@ mod no_frame_pointers;
 mod non_leaks;
 mod packaged;
 mod page_faults;
+mod python;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.
 const INTERVAL: &[&str] = &["--interval", "0.5"];

@@ -17,6 +17,7 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::sys::SyscallError;
 use log::{debug, warn};
 use monitor_common::{ExecMapping, MAX_EXEC_MAPPINGS, ProcMappings, UnwindRow};
 use object::{Object as _, ObjectSegment as _};
@@ -45,6 +46,18 @@ pub enum TablesError {
     /// The process's mappings could not be read.
     #[error(transparent)]
     Proc(#[from] ProcError),
+}
+
+/// Whether a map operation failed only because the key was not there (aya reports a deletion
+/// of a missing key as the system call's ENOENT).
+pub fn is_missing(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
+    }
 }
 
 fn map_error(what: &'static str) -> impl FnOnce(MapError) -> TablesError {
@@ -259,7 +272,7 @@ impl UnwindTables {
             .map_err(TablesError::from)
             .and_then(|maps| self.publish(pid, &maps));
         if let Err(err) = self.wanted.remove(&pid)
-            && !matches!(err, MapError::KeyNotFound)
+            && !is_missing(&err)
         {
             debug!("clearing the unwind request of pid {pid}: {err}");
         }
@@ -303,12 +316,12 @@ impl UnwindTables {
     /// Stops unwinding `pid`: its mappings leave the kernel map and its objects lose a user.
     pub fn forget(&mut self, pid: u32) {
         if let Err(err) = self.wanted.remove(&pid)
-            && !matches!(err, MapError::KeyNotFound)
+            && !is_missing(&err)
         {
             debug!("clearing the unwind request of pid {pid}: {err}");
         }
         if let Err(err) = self.mappings.remove(&pid)
-            && !matches!(err, MapError::KeyNotFound)
+            && !is_missing(&err)
         {
             debug!("removing the mappings of pid {pid}: {err}");
         }
