@@ -57,8 +57,14 @@ pub fn bench(leakmon: &Path) -> Result<()> {
     println!("| configuration | ns per allocation (median) |");
     println!("|---|---:|");
     println!("| untraced | {:.0} |", median(untraced));
-    println!("| leakmon trace (allocations, Python frames) | {:.0} |", median(allocations));
-    println!("| leakmon trace --method page-faults | {:.0} |", median(page_faults));
+    println!(
+        "| leakmon trace (allocations, Python frames) | {:.0} |",
+        median(allocations)
+    );
+    println!(
+        "| leakmon trace --method page-faults | {:.0} |",
+        median(page_faults)
+    );
     println!("medians over {ROUNDS} interleaved rounds; command: cargo xtask bench python");
     println!();
     Ok(())
