@@ -104,7 +104,7 @@ struct Published {
 /// Counts for the status and the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TablesUsage {
-    /// Rows in use in the rows map.
+    /// Rows of objects in the rows map.
     pub rows: u64,
     /// The rows map's capacity.
     pub capacity: u64,
@@ -335,7 +335,8 @@ impl UnwindTables {
     pub fn usage(&self) -> TablesUsage {
         let free: u64 = self.free.iter().map(|&(_, len)| u64::from(len)).sum();
         TablesUsage {
-            rows: u64::from(self.capacity) - free,
+            // The stop row is not counted: the map is empty when no object has rows.
+            rows: u64::from(self.capacity).saturating_sub(free + 1),
             capacity: u64::from(self.capacity),
             objects: self.objects.len() as u64,
             processes: self.processes.len() as u64,
