@@ -126,6 +126,12 @@ impl AllocFn {
 pub const TARGET_ALLOCATIONS: u32 = 1;
 /// `TARGETS` value bit: the process's page faults are followed.
 pub const TARGET_PAGE_FAULTS: u32 = 2;
+/// `TARGETS` value bit: stop the process (SIGSTOP) when it next replaces its image, so that
+/// user space publishes the new image's mappings before its first instruction runs; the
+/// [`EventKind::Exec`] event then carries [`EXEC_STOPPED`] and user space resumes it.
+pub const TARGET_STOP_AT_EXEC: u32 = 4;
+/// `Event::flags` of an [`EventKind::Exec`] after which the process waits for SIGCONT.
+pub const EXEC_STOPPED: u64 = 1;
 
 /// Key of one outstanding allocation: the process and the address it was given.
 #[repr(C)]

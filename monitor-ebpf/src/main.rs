@@ -35,7 +35,7 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid,
-            bpf_get_prandom_u32, bpf_task_pt_regs,
+            bpf_get_prandom_u32, bpf_send_signal, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
@@ -48,13 +48,15 @@ mod python;
 mod unwind;
 
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, InFlight, SAMPLE_BUCKET_SCALE,
-    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats, StackTrace, Stat, SyscallArgs,
-    WEIGHT_ONE,
+    AllocFn, AllocInfo, AllocKey, BRK_NESTED, EXEC_STOPPED, Event, EventKind, InFlight,
+    SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats,
+    StackTrace, Stat, SyscallArgs, TARGET_STOP_AT_EXEC, WEIGHT_ONE,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
 const MAP_ANONYMOUS: u64 = 0x20;
+/// `SIGSTOP`.
+const SIGSTOP: u32 = 19;
 /// `PROT_EXEC` from `<sys/mman.h>`.
 const PROT_EXEC: u64 = 0x4;
 /// The `madvise` advice that releases pages, from `<sys/mman.h>`.
@@ -861,17 +863,29 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
     let (_, tgid) = current();
-    if !is_target(tgid) {
+    let Some(mode) = TARGETS.get_ptr_mut(&tgid) else {
         return 0;
-    }
+    };
     // The old image's mappings are gone: walks find none until user space publishes the new.
     let _ = unwind::PROC_MAPPINGS.remove(&tgid);
+    let mut flags = 0;
+    // SAFETY: a live map value, written by this thread only while it execs.
+    unsafe {
+        if *mode & TARGET_STOP_AT_EXEC != 0 {
+            *mode &= !TARGET_STOP_AT_EXEC;
+            // Delivered on the way back to user space: before the new image's first instruction.
+            if bpf_send_signal(SIGSTOP) == 0 {
+                flags = EXEC_STOPPED;
+            }
+        }
+    }
     // SAFETY: plain helper call.
     let timestamp_ns = unsafe { bpf_ktime_get_ns() };
     emit(&Event {
         kind: EventKind::Exec as u32,
         tgid,
         timestamp_ns,
+        flags,
         ..Event::default()
     });
     0

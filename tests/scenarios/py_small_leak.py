@@ -1,4 +1,4 @@
-"""py_small_leak: a session index that adds 2,000 small entries a second (a short string key
+"""py_small_leak: a session index that adds 10,000 small entries a second (a short string key
 and a small tuple) to a module-level dict it never prunes: objects under 512 bytes, which
 CPython's object allocator (pymalloc) carves from its own arenas rather than from malloc.
 Prints the scenarios' summary line at the end. Usage: py_small_leak.py [SECONDS]"""
@@ -23,7 +23,7 @@ def main(seconds):
         if next_tick - start > seconds:
             break
         time.sleep(max(0.0, next_tick - time.monotonic()))
-        for _ in range(20):
+        for _ in range(100):
             index_session(n)
             n += 1
     print(json.dumps({"scenario": "py_small_leak", "leak_function": "index_session",

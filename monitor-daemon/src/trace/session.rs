@@ -14,8 +14,8 @@ use std::{
 
 use log::debug;
 use monitor_common::{
-    AllocInfo, BRK_NESTED, Event, EventKind, STAT_COUNT, StackEnd, StackStats, Stat, WEIGHT_ONE,
-    python_frame_parts,
+    AllocInfo, BRK_NESTED, EXEC_STOPPED, Event, EventKind, STAT_COUNT, StackEnd, StackStats, Stat,
+    WEIGHT_ONE, python_frame_parts,
 };
 
 use crate::{
@@ -127,6 +127,31 @@ enum FrameKey {
 /// cut short.
 type GroupKey = (Vec<FrameKey>, bool);
 
+/// Folds each stack cut short into the one complete stack that starts with the same frames:
+/// the same allocation site, walked before the rest of its callers' code was published (the
+/// first allocations of a library just loaded). Where several complete stacks share those
+/// frames, which one it was is unknown: it stays apart, marked truncated.
+fn merge_truncated_prefixes(groups: &mut BTreeMap<GroupKey, (Vec<u64>, Vec<u64>)>) {
+    let truncated: Vec<Vec<FrameKey>> = groups
+        .keys()
+        .filter(|(frames, truncated)| *truncated && !frames.is_empty())
+        .map(|(frames, _)| frames.clone())
+        .collect();
+    for prefix in truncated {
+        let mut complete = groups
+            .keys()
+            .filter(|(frames, truncated)| !*truncated && frames.starts_with(&prefix));
+        let (Some(into), None) = (complete.next().cloned(), complete.next()) else {
+            continue;
+        };
+        if let Some((_, members)) = groups.remove(&(prefix, true))
+            && let Some((_, into_members)) = groups.get_mut(&into)
+        {
+            into_members.extend(members);
+        }
+    }
+}
+
 /// One traced process.
 #[derive(Debug)]
 pub struct Session {
@@ -183,6 +208,11 @@ impl Session {
             Method::PageFaults => tracer.attach_page_faults(pid).map(|()| Vec::new()),
         };
         let probes = attached.inspect_err(|_| tracer.forget_mappings(pid))?;
+        if launched && let Err(err) = tracer.stop_at_next_exec(pid) {
+            // The command then starts without its mappings published: its first allocations
+            // are recorded without their stacks.
+            log::warn!("pid {pid}: {err}");
+        }
         let mut session = Self {
             pid,
             start_time_ticks: procfs::read_stat(pid.get())
@@ -371,6 +401,8 @@ impl Session {
             Some(EventKind::UnwindTableWanted) => tracer.unwind_requested(self.pid),
             Some(EventKind::Exec) => {
                 self.execs += 1;
+                // Stopped by the kernel programs until its new image is published (below).
+                let stopped = event.flags & EXEC_STOPPED != 0;
                 // The kernel programs dropped the old image's mappings.
                 tracer.forget_mappings(self.pid);
                 self.python = None;
@@ -389,6 +421,16 @@ impl Session {
                         "the process called execve after {:.1} s; data from before was discarded",
                         self.started.elapsed().as_secs_f64()
                     ));
+                }
+                if stopped {
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    if unsafe { libc::kill(self.pid.get() as libc::pid_t, libc::SIGCONT) } != 0 {
+                        log::warn!(
+                            "pid {}: resuming it after its exec: {}",
+                            self.pid,
+                            std::io::Error::last_os_error()
+                        );
+                    }
                 }
             }
             None => debug!("unknown event kind {}", event.kind),
@@ -581,6 +623,7 @@ impl Session {
                 group.1.push(stack_id);
             }
         }
+        merge_truncated_prefixes(&mut groups);
 
         let rule = LeakRule::default();
         let mut stacks = Vec::new();
@@ -703,5 +746,36 @@ impl Session {
             interim: false,
             end: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(offsets: &[u64]) -> Vec<FrameKey> {
+        offsets
+            .iter()
+            .map(|&offset| FrameKey::Module("/usr/bin/app".to_owned(), offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_truncated_stack_joins_the_one_complete_stack_it_starts() {
+        let mut groups: BTreeMap<GroupKey, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        groups.insert((key(&[1, 2, 3, 4]), false), (vec![1, 2, 3, 4], vec![10]));
+        groups.insert((key(&[1, 2]), true), (vec![1, 2], vec![11]));
+        // Two complete stacks start with [5, 6]: which one it was is unknown.
+        groups.insert((key(&[5, 6, 7]), false), (vec![5, 6, 7], vec![20]));
+        groups.insert((key(&[5, 6, 8]), false), (vec![5, 6, 8], vec![21]));
+        groups.insert((key(&[5, 6]), true), (vec![5, 6], vec![22]));
+        // No complete stack starts with [9].
+        groups.insert((key(&[9]), true), (vec![9], vec![30]));
+        merge_truncated_prefixes(&mut groups);
+        assert_eq!(groups[&(key(&[1, 2, 3, 4]), false)].1, [10, 11]);
+        assert!(!groups.contains_key(&(key(&[1, 2]), true)));
+        assert_eq!(groups[&(key(&[5, 6]), true)].1, [22]);
+        assert_eq!(groups[&(key(&[9]), true)].1, [30]);
+        assert_eq!(groups.len(), 5);
     }
 }

@@ -33,7 +33,7 @@ use log::{debug, info, warn};
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, SAMPLE_BUCKET_SCALE,
     SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat,
-    SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS, WEIGHT_ONE, WalkKey,
+    SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS, TARGET_STOP_AT_EXEC, WEIGHT_ONE, WalkKey,
 };
 
 use crate::report::ProbeSite;
@@ -674,6 +674,21 @@ impl Tracer {
             sites.iter().filter(|site| site.emulated).count()
         );
         Ok(sites)
+    }
+
+    /// Has the kernel programs stop `pid` (SIGSTOP) when it next replaces its image, until
+    /// user space has published the new image's mappings and resumes it (see
+    /// `monitor_common::TARGET_STOP_AT_EXEC`): a command launched under a trace then unwinds from
+    /// its first allocation.
+    pub fn stop_at_next_exec(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
+        let what = "marking the target to stop at its exec";
+        let mode = self
+            .targets
+            .get(&pid.get(), 0)
+            .map_err(|source| TracerError::Map { what, source })?;
+        self.targets
+            .insert(pid.get(), mode | TARGET_STOP_AT_EXEC, 0)
+            .map_err(|source| TracerError::Map { what, source })
     }
 
     /// Starts tracing `pid` by its page faults: registers it for the page-fault program (attached
