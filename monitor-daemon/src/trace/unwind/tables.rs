@@ -535,7 +535,11 @@ mod tests {
         free.release(11, 5);
         free.release(a, 10);
         free.release(c, 30);
-        assert_eq!(free, FreeRanges(vec![(1, 99)]), "every range joins back into one");
+        assert_eq!(
+            free,
+            FreeRanges(vec![(1, 99)]),
+            "every range joins back into one"
+        );
     }
 
     #[test]
