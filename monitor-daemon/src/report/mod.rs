@@ -203,17 +203,6 @@ pub enum EndReason {
     Signal,
 }
 
-impl EndReason {
-    /// The snake_case name, as in JSON.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::OomKill => "oom_kill",
-            Self::Exit => "exit",
-            Self::Signal => "signal",
-        }
-    }
-}
-
 /// How and when a process ended, and where its memory stood.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProcessEnd {
