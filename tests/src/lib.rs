@@ -1317,12 +1317,13 @@ pub struct KernelMaps {
 }
 
 /// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name).
-pub const STATE_MAPS: [&str; 6] = [
+pub const STATE_MAPS: [&str; 7] = [
     "ALLOCS",
     "STACKS",
     "STACK_STATS",
     "INFLIGHT",
     "SYSCALLS",
+    "RELEASES",
     "TARGETS",
 ];
 
