@@ -45,12 +45,14 @@ fn view() -> ProcessView {
         rss_growth_bytes_per_second: 1e5,
         vsz_growth_bytes_per_second: 0.0,
         fd_growth_per_second: 0.0,
+        thread_growth_per_second: 0.0,
         suspected: true,
         reasons: Vec::new(),
         seconds_until_exhaustion: None,
         traced: false,
         outstanding_bytes: None,
         latest_report: None,
+        memory: None,
     }
 }
 
@@ -102,6 +104,8 @@ fn fake() -> Fake {
             dropped: BTreeMap::new(),
             events: BTreeMap::new(),
             stacks,
+            releases: Vec::new(),
+            memory: None,
         })
         .expect("a stored report");
     let snapshot = Snapshot {

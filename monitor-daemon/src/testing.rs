@@ -53,6 +53,8 @@ pub(crate) fn report(
         dropped: std::collections::BTreeMap::new(),
         events: std::collections::BTreeMap::new(),
         stacks,
+        releases: Vec::new(),
+        memory: None,
     }
 }
 
@@ -105,11 +107,13 @@ pub(crate) fn process_view(pid: u32, comm: &str) -> crate::model::ProcessView {
         rss_growth_bytes_per_second: 0.0,
         vsz_growth_bytes_per_second: 0.0,
         fd_growth_per_second: 0.0,
+        thread_growth_per_second: 0.0,
         suspected: false,
         reasons: Vec::new(),
         seconds_until_exhaustion: None,
         traced: false,
         outstanding_bytes: None,
         latest_report: None,
+        memory: None,
     }
 }

@@ -1599,6 +1599,8 @@ mod tests {
             dropped: Default::default(),
             events: Default::default(),
             stacks,
+            releases: Vec::new(),
+            memory: None,
         }
     }
 

@@ -89,6 +89,8 @@ pub struct WatchConfig {
     pub min_vsz_growth_bytes_per_second: f64,
     /// Smallest growth of open file descriptors that can raise a suspicion. Default 0.5/s.
     pub min_fd_growth_per_second: f64,
+    /// Smallest growth of threads that can raise a suspicion. Default 0.5/s.
+    pub min_thread_growth_per_second: f64,
     /// The growth over the trend's span must also be at least this fraction of the current
     /// value. Default 0.05.
     pub min_relative_growth: f64,
@@ -105,6 +107,7 @@ impl Default for WatchConfig {
             min_rss_growth_bytes_per_second: 32_768.0,
             min_vsz_growth_bytes_per_second: 1_048_576.0,
             min_fd_growth_per_second: 0.5,
+            min_thread_growth_per_second: 0.5,
             min_relative_growth: 0.05,
         }
     }
@@ -555,7 +558,7 @@ mod tests {
             "/etc/leakmon/config.toml: unknown key `watch.intervall` (allowed here: \
              interval_seconds, window_seconds, min_trend_seconds, min_process_age_seconds, \
              persistence, min_rss_growth_bytes_per_second, min_vsz_growth_bytes_per_second, \
-             min_fd_growth_per_second, min_relative_growth)"
+             min_fd_growth_per_second, min_thread_growth_per_second, min_relative_growth)"
         );
         assert_eq!(
             errors[5].to_string(),

@@ -80,11 +80,13 @@ impl Config {
                 min_rss_growth_bytes_per_second,
                 min_vsz_growth_bytes_per_second,
                 min_fd_growth_per_second,
+                min_thread_growth_per_second,
                 min_relative_growth,
             } = watch;
             push_settings!(list, "watch": interval_seconds, window_seconds, min_trend_seconds,
                 min_process_age_seconds, persistence, min_rss_growth_bytes_per_second,
-                min_vsz_growth_bytes_per_second, min_fd_growth_per_second, min_relative_growth);
+                min_vsz_growth_bytes_per_second, min_fd_growth_per_second,
+                min_thread_growth_per_second, min_relative_growth);
         }
         {
             let TraceConfig {

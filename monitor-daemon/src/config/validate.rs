@@ -148,6 +148,11 @@ impl Config {
             watch.min_fd_growth_per_second,
             "descriptors per second",
         )?;
+        not_negative(
+            "watch.min_thread_growth_per_second",
+            watch.min_thread_growth_per_second,
+            "threads per second",
+        )?;
         ensure(
             (0.0..=1.0).contains(&watch.min_relative_growth),
             "watch.min_relative_growth",
@@ -311,6 +316,11 @@ mod tests {
                 "[watch]\nmin_fd_growth_per_second = -1",
                 "watch.min_fd_growth_per_second",
                 "zero",
+            ),
+            (
+                "[watch]\nmin_thread_growth_per_second = -0.5",
+                "watch.min_thread_growth_per_second",
+                "threads per second",
             ),
             (
                 "[watch]\nmin_relative_growth = 1.5",
