@@ -6,8 +6,10 @@ mod errors;
 mod formats;
 mod leaks;
 mod lifecycle;
+mod memory;
 mod modes;
 mod non_leaks;
+mod turnover;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.
 const INTERVAL: &[&str] = &["--interval", "0.5"];
