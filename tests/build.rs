@@ -164,7 +164,42 @@ fn main() {
         println!("cargo:rerun-if-changed={}", source.display());
         compile(program, &source, &source_dir, &out_dir.join(program.output));
     }
+    compile_go(&source_dir.join("go_leak"), &out_dir.join("go_leak"));
     println!("cargo:rustc-env=SCENARIO_DIR={}", out_dir.display());
+}
+
+/// Builds the Go scenario in `package_dir` as `go build` builds any Go program: statically,
+/// without cgo (so it has no C allocator at all), with the toolchain's caches in `OUT_DIR`.
+fn compile_go(package_dir: &Path, output: &Path) {
+    let main = package_dir.join("main.go");
+    println!("cargo:rerun-if-changed={}", main.display());
+    let cache = output.with_extension("go-cache");
+    let result = match Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(output)
+        .arg(&main)
+        .env("CGO_ENABLED", "0")
+        .env("GOCACHE", cache.join("build"))
+        .env("GOPATH", cache.join("path"))
+        .env("GOFLAGS", "")
+        .output()
+    {
+        Ok(result) => result,
+        Err(error) if error.kind() == ErrorKind::NotFound => panic!(
+            "`go` was not found: the leakmon test scenarios need Go (Debian: apt-get install \
+             golang-go; cargo xtask setup installs it)"
+        ),
+        Err(error) => panic!("running `go build`: {error}"),
+    };
+    if !result.status.success() {
+        panic!(
+            "go build of {} failed ({}):\n{}",
+            main.display(),
+            result.status,
+            String::from_utf8_lossy(&result.stderr)
+        );
+    }
 }
 
 fn compile(program: &Program, source: &Path, include_dir: &Path, output: &Path) {

@@ -72,6 +72,7 @@ fn stack(bytes: u64, leaking: bool, symbols: &[&str]) -> StackReport {
                 file: None,
                 line: None,
                 inlined: false,
+                ..Default::default()
             })
             .collect(),
         ..StackReport::default()
@@ -104,8 +105,7 @@ fn fake() -> Fake {
             dropped: BTreeMap::new(),
             events: BTreeMap::new(),
             stacks,
-            releases: Vec::new(),
-            memory: None,
+            ..Default::default()
         })
         .expect("a stored report");
     let snapshot = Snapshot {

@@ -177,6 +177,17 @@ pub const fn glibc_usable_size(header: u64) -> u64 {
     }
 }
 
+/// `TARGETS` value bit: the process's allocator calls are probed.
+pub const TARGET_ALLOCATIONS: u32 = 1;
+/// `TARGETS` value bit: the process's page faults are followed.
+pub const TARGET_PAGE_FAULTS: u32 = 2;
+/// `TARGETS` value bit: stop the process (SIGSTOP) when it next replaces its image, so that
+/// user space publishes the new image's mappings before its first instruction runs; the
+/// [`EventKind::Exec`] event then carries [`EXEC_STOPPED`] and user space resumes it.
+pub const TARGET_STOP_AT_EXEC: u32 = 4;
+/// `Event::flags` of an [`EventKind::Exec`] after which the process waits for SIGCONT.
+pub const EXEC_STOPPED: u64 = 1;
+
 /// Key of one outstanding allocation: the process and the address it was given.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -459,6 +470,80 @@ pub struct CachedWalk {
     pub values: [u64; CACHED_WORDS],
 }
 
+/// Bit 63 of a [`StackTrace`] frame marks a Python frame: code object address in bits 0-46,
+/// instruction index (in 2-byte code units, capped at [`PYTHON_LASTI_MAX`]) in bits 47-62.
+pub const PYTHON_FRAME: u64 = 1 << 63;
+/// Bits of a Python frame's code object address.
+pub const PYTHON_CODE_MASK: u64 = (1 << 47) - 1;
+/// Largest instruction index a Python frame holds.
+pub const PYTHON_LASTI_MAX: u64 = (1 << 16) - 1;
+
+/// A Python frame as a [`StackTrace`] frame.
+pub const fn python_frame(code: u64, lasti: u64) -> u64 {
+    let lasti = if lasti > PYTHON_LASTI_MAX {
+        PYTHON_LASTI_MAX
+    } else {
+        lasti
+    };
+    PYTHON_FRAME | lasti << 47 | (code & PYTHON_CODE_MASK)
+}
+
+/// The (code object address, instruction index) of a frame made by [`python_frame`], `None` for
+/// a native frame.
+pub const fn python_frame_parts(frame: u64) -> Option<(u64, u64)> {
+    if frame & PYTHON_FRAME == 0 {
+        return None;
+    }
+    Some((frame & PYTHON_CODE_MASK, (frame >> 47) & PYTHON_LASTI_MAX))
+}
+
+/// Where the stack walk finds the Python frames of a CPython process: user space fills one per
+/// traced Python process from its interpreter's version (`Py_Version`) and a table of struct
+/// offsets. The walk finds the allocating thread's `PyThreadState` in the interpreter's thread
+/// list by its native thread id, and at each native frame in `_PyEval_EvalFrameDefault` inserts
+/// the Python frames that activation of the interpreter runs (a run ends at the frame marked as
+/// the activation's entry, or, from 3.12, just before the C-stack shim frame).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PythonProcess {
+    /// Address of `_PyRuntime.interpreters.head` (the first interpreter's state pointer).
+    pub interpreters_head: u64,
+    /// `_PyEval_EvalFrameDefault`'s addresses in the process, `[start, end)`.
+    pub eval_start: u64,
+    /// See `eval_start`.
+    pub eval_end: u64,
+    /// Offset of `threads.head` in `PyInterpreterState`.
+    pub threads_head: u32,
+    /// Offset of `next` in `PyThreadState`.
+    pub thread_next: u32,
+    /// Offset of `native_thread_id` in `PyThreadState`.
+    pub thread_native_id: u32,
+    /// Offset in `PyThreadState` of `cframe` (3.11, 3.12) or `current_frame` (3.13).
+    pub thread_frame: u32,
+    /// Offset of `current_frame` in `_PyCFrame`, or [`NO_CFRAME`] when `thread_frame` is the
+    /// frame itself.
+    pub cframe_frame: u32,
+    /// Offsets in `_PyInterpreterFrame` of the code object, the previous frame, the
+    /// instruction pointer and the byte that marks a run's end.
+    pub frame_code: u32,
+    /// See `frame_code`.
+    pub frame_previous: u32,
+    /// See `frame_code`.
+    pub frame_instr: u32,
+    /// See `frame_code`.
+    pub frame_marker: u32,
+    /// The marker byte's value at a run's end (`is_entry` 1; `owner` FRAME_OWNED_BY_CSTACK 3).
+    pub marker_value: u32,
+    /// 1 when the marked frame is a shim that ends the run and is not reported (3.12+); 0 when
+    /// it is the run's outermost Python frame (3.11).
+    pub marker_is_shim: u32,
+    /// Offset of the bytecode in a code object (`co_code_adaptive`).
+    pub code_adaptive: u32,
+}
+
+/// [`PythonProcess::cframe_frame`] when there is no `_PyCFrame` indirection.
+pub const NO_CFRAME: u32 = u32::MAX;
+
 /// Most executable mappings of one process the kernel programs can unwind through.
 pub const MAX_EXEC_MAPPINGS: usize = 256;
 
@@ -587,6 +672,12 @@ pub enum EventKind {
     /// object without an unwind table (`addr`): user space should publish its mappings again.
     /// Sent once until user space clears the request.
     UnwindTableWanted = 7,
+    /// A thread of a process traced by its page faults wrote to a page that was not writable
+    /// yet (`addr`, page-aligned): most often a page of anonymous memory brought in.
+    PageFault = 8,
+    /// `madvise(addr, len, advice)` released pages (`MADV_DONTNEED`, `MADV_FREE`,
+    /// `MADV_REMOVE`, `MADV_DONTNEED_LOCKED`; the advice in `flags`).
+    Madvise = 9,
 }
 
 impl EventKind {
@@ -600,6 +691,8 @@ impl EventKind {
             5 => Some(Self::Exit),
             6 => Some(Self::Exec),
             7 => Some(Self::UnwindTableWanted),
+            8 => Some(Self::PageFault),
+            9 => Some(Self::Madvise),
             _ => None,
         }
     }
@@ -672,12 +765,14 @@ pub enum Stat {
     TruncatedBadFrame = 15,
     /// Stack walks cut short at [`MAX_FRAMES`].
     TruncatedTooDeep = 16,
+    /// Write faults of processes traced by their page faults, sent to user space.
+    PageFaults = 17,
     /// Frees of unknown addresses not counted by site because the releases map was full.
-    DroppedReleasesFull = 17,
+    DroppedReleasesFull = 18,
 }
 
 /// Number of entries of the statistics array.
-pub const STAT_COUNT: u32 = 18;
+pub const STAT_COUNT: u32 = 19;
 
 impl Stat {
     /// Every counter, in index order.
@@ -699,6 +794,7 @@ impl Stat {
         Self::TruncatedNoRule,
         Self::TruncatedBadFrame,
         Self::TruncatedTooDeep,
+        Self::PageFaults,
         Self::DroppedReleasesFull,
     ];
 
@@ -722,6 +818,7 @@ impl Stat {
             Self::TruncatedNoRule => "stacks_truncated_no_rule",
             Self::TruncatedBadFrame => "stacks_truncated_bad_frame",
             Self::TruncatedTooDeep => "stacks_truncated_too_deep",
+            Self::PageFaults => "page_faults",
             Self::DroppedReleasesFull => "releases_map_full",
         }
     }
@@ -745,9 +842,9 @@ impl Stat {
 mod pod {
     //! `aya::Pod` for every type user space reads from or writes to a map.
     use super::{
-        AllocInfo, AllocKey, CachedWalk, Event, ExecMapping, InFlight, ProcMappings, ReleaseKey,
-        ReleaseStats, SampleBucket, StackKey, StackStats, StackTrace, SyscallArgs, UnwindRow,
-        WalkKey,
+        AllocInfo, AllocKey, CachedWalk, Event, ExecMapping, InFlight, ProcMappings, PythonProcess,
+        ReleaseKey, ReleaseStats, SampleBucket, StackKey, StackStats, StackTrace, SyscallArgs,
+        UnwindRow, WalkKey,
     };
 
     // SAFETY: all of these are #[repr(C)] structs of integers with no implicit padding.
@@ -776,6 +873,8 @@ mod pod {
     unsafe impl aya::Pod for ProcMappings {}
     // SAFETY: as above.
     unsafe impl aya::Pod for WalkKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for PythonProcess {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CachedWalk {}
     // SAFETY: as above.

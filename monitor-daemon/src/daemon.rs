@@ -29,6 +29,7 @@ use tokio::{
 use crate::{
     config::{self, Config, ConfigError, TargetSelector, TraceConfig},
     model::{ProbeHealth, ProcessView, Snapshot},
+    report::Method,
     serve::{
         api::{self, ApiState, Command, TraceAccepted},
         store::{ReportStore, StoreError},
@@ -230,6 +231,7 @@ fn session_params(trace: &TraceConfig) -> SessionParams {
         min_age: Duration::ZERO,
         top: REPORT_TOP,
         sample_rate: trace.sample_rate,
+        method: Method::Allocations,
     }
 }
 
@@ -575,6 +577,7 @@ impl Daemon {
                     );
                     new.trace.max_allocations = self.config.trace.max_allocations;
                     new.trace.max_stacks = self.config.trace.max_stacks;
+                    new.trace.max_unwind_rows = self.config.trace.max_unwind_rows;
                     new.daemon = self.config.daemon.clone();
                 }
                 for change in self.config.reload_changes(&new) {
@@ -679,7 +682,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut tracer = Tracer::load(MapLimits {
         allocations: config.trace.max_allocations,
         stacks: config.trace.max_stacks,
-        ..MapLimits::default()
+        unwind_rows: config.trace.max_unwind_rows,
     })?;
     let ring = tracer.take_events().ok_or(DaemonError::Io {
         what: "taking the events ring buffer",
@@ -777,6 +780,8 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
     let mut watch_ticks = ticker(daemon.config.watch.interval_seconds);
     let mut trace_ticks = ticker(daemon.config.trace.interval_seconds);
     let mut sweeps = ticker(SWEEP_INTERVAL.as_secs_f64());
+    // Page faults come without a wakeup (one each would cost more than the fault): drained here.
+    let mut drains = ticker(tracer::QUIET_EVENTS_DRAIN.as_secs_f64());
     loop {
         tokio::select! {
             _ = watch_ticks.tick() => {
@@ -785,6 +790,16 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
             }
             _ = trace_ticks.tick() => daemon.trace_tick(),
             _ = sweeps.tick() => daemon.sweep(),
+            _ = drains.tick() => {
+                let Daemon { running, tracer, .. } = &mut daemon;
+                tracer::drain_events(ring.get_mut(), |event| {
+                    if let Some(running) = running.get_mut(&event.tgid)
+                        && let Err(err) = running.session.handle(tracer, &event)
+                    {
+                        warn!("pid {}: {err}", event.tgid);
+                    }
+                });
+            }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| DaemonError::Io { what: "polling the events ring buffer", source })?;
                 let Daemon { running, tracer, .. } = &mut daemon;

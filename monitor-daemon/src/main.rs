@@ -15,7 +15,7 @@ use monitor_daemon::{
         trace::{self, Target, TraceOptions},
     },
     daemon::{self, RunOptions},
-    report::{self, OutputFormat},
+    report::{self, Method, OutputFormat},
     trace::{
         launch::ExitStatus,
         session::SessionParams,
@@ -139,6 +139,17 @@ struct ProbeCostArgs {
     command: Vec<String>,
 }
 
+/// How `leakmon trace` looks at the process.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum TraceMethod {
+    /// Probes on the allocator: every outstanding allocation with its stack (a trap on every
+    /// allocator call).
+    Allocations,
+    /// The process's page faults: the resident memory each stack brought in and still holds,
+    /// for any allocator or runtime, at a cost proportional to the growth.
+    PageFaults,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum ProbeCostPlacement {
     /// Each function's first instruction.
@@ -153,6 +164,9 @@ struct TraceArgs {
     /// Trace this running process.
     #[arg(long, short)]
     pid: Option<NonZeroU32>,
+    /// How to look at the process.
+    #[arg(long, value_enum, default_value = "allocations")]
+    method: TraceMethod,
     /// Longest observation window, in seconds (it also ends when the process exits or on
     /// Ctrl-C).
     #[arg(long, default_value = "60", value_parser = parse_seconds)]
@@ -322,6 +336,10 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
             min_age: args.min_age,
             top: args.top,
             sample_rate: args.sample_rate,
+            method: match args.method {
+                TraceMethod::Allocations => Method::Allocations,
+                TraceMethod::PageFaults => Method::PageFaults,
+            },
         },
         limits: MapLimits {
             allocations: args.max_allocations,

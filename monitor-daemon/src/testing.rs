@@ -53,8 +53,7 @@ pub(crate) fn report(
         dropped: std::collections::BTreeMap::new(),
         events: std::collections::BTreeMap::new(),
         stacks,
-        releases: Vec::new(),
-        memory: None,
+        ..Default::default()
     }
 }
 
@@ -71,6 +70,7 @@ pub(crate) fn frame(
         file: None,
         line: None,
         inlined: false,
+        ..Default::default()
     }
 }
 

@@ -31,30 +31,40 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{BPF_ANY, BPF_NOEXIST, bpf_pidns_info},
+    bindings::{BPF_ANY, BPF_NOEXIST, BPF_RB_NO_WAKEUP, bpf_pidns_info},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
         generated::{
             bpf_get_attach_cookie, bpf_get_current_task_btf, bpf_get_ns_current_pid_tgid,
-            bpf_get_prandom_u32, bpf_task_pt_regs,
+            bpf_get_prandom_u32, bpf_send_signal, bpf_task_pt_regs,
         },
     },
     macros::{btf_tracepoint, map, tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, ProbeContext, RetProbeContext, TracePointContext},
 };
+mod page_faults;
+mod python;
 mod unwind;
 
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, BRK_NESTED, Event, EventKind, FreedSize, InFlight, ReleaseKey,
-    ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey,
-    StackStats, StackTrace, Stat, SyscallArgs, WEIGHT_ONE, glibc_usable_size,
+    AllocFn, AllocInfo, AllocKey, BRK_NESTED, EXEC_STOPPED, Event, EventKind, FreedSize, InFlight,
+    ReleaseKey, ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket,
+    StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_STOP_AT_EXEC, WEIGHT_ONE,
+    glibc_usable_size,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
 const MAP_ANONYMOUS: u64 = 0x20;
+/// `SIGSTOP`.
+const SIGSTOP: u32 = 19;
 /// `PROT_EXEC` from `<sys/mman.h>`.
 const PROT_EXEC: u64 = 0x4;
+/// The `madvise` advice that releases pages, from `<sys/mman.h>`.
+const MADV_DONTNEED: u64 = 4;
+const MADV_FREE: u64 = 8;
+const MADV_REMOVE: u64 = 9;
+const MADV_DONTNEED_LOCKED: u64 = 24;
 /// Offset of the first argument in a `syscalls:sys_enter_*` record (and of `ret` in `sys_exit_*`).
 const SYSCALL_ARG0: usize = 16;
 /// Offsets in x86-64 `struct pt_regs` (a kernel ABI: r15, r14, r13, r12, bp, bx, r11, r10, r9,
@@ -75,7 +85,7 @@ static PIDNS_INO: u64 = 0;
 use unwind::{Captured, UserRegs, capture_stack, walk_stack};
 
 #[map]
-static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
 
 #[map]
 static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
@@ -118,7 +128,7 @@ pub(crate) fn count(stat: Stat) {
 /// The current thread's (pid_tgid, tgid) as user space numbers them; (0, 0), never a target, for
 /// a thread outside user space's PID namespace.
 #[inline(always)]
-fn current() -> (u64, u32) {
+pub(crate) fn current() -> (u64, u32) {
     // SAFETY: plain loads of globals user space sets before loading; volatile so that they are
     // not folded to their initial value.
     let (dev, ino) = unsafe {
@@ -589,20 +599,58 @@ fn record_release(ctx: &ProbeContext, tgid: u32, addr: u64) {
 /// The user registers the current system call was made with, for [`capture_stack`].
 #[inline(always)]
 fn syscall_regs() -> Option<UserRegs> {
-    // SAFETY: helper calls; the pt_regs fields are read through the checked helper.
-    unsafe {
-        let task = bpf_get_current_task_btf();
-        let regs = bpf_task_pt_regs(task) as *const u8;
-        if regs.is_null() {
-            return None;
+    // SAFETY: plain helper calls.
+    user_regs_at(unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8)
+}
+
+/// The user registers saved in the kernel's `struct pt_regs` at `regs`, where the thread was
+/// interrupted (a system call, a page fault): its instruction pointer is not a return address.
+#[inline(always)]
+pub(crate) fn user_regs_at(regs: *const u8) -> Option<UserRegs> {
+    if regs.is_null() {
+        return None;
+    }
+    // SAFETY: the fields are read through the checked helper.
+    let read = |offset: usize| unsafe {
+        bpf_probe_read_kernel(regs.wrapping_add(offset).cast::<u64>()).ok()
+    };
+    Some(UserRegs {
+        ip: read(PT_REGS_IP)?,
+        sp: read(PT_REGS_SP)?,
+        bp: read(PT_REGS_BP)?,
+        ip_is_return: false,
+    })
+}
+
+/// The id of the user stack from `regs`, stored in the stacks map if new; 0 when none could be
+/// captured or stored.
+#[inline(always)]
+pub(crate) fn interned_stack(tgid: u32, regs: UserRegs) -> u64 {
+    let mut captured = capture_stack(tgid, regs);
+    if let Some(Captured::Remembered(id)) = captured {
+        let key = StackKey {
+            tgid,
+            pad: 0,
+            stack_id: id,
+        };
+        if STACKS.get_ptr(&key).is_some() {
+            return id;
         }
-        let read = |offset: usize| bpf_probe_read_kernel(regs.add(offset).cast::<u64>()).ok();
-        Some(UserRegs {
-            ip: read(PT_REGS_IP)?,
-            sp: read(PT_REGS_SP)?,
-            bp: read(PT_REGS_BP)?,
-            ip_is_return: false,
-        })
+        captured = walk_stack(tgid, regs);
+    }
+    let Some(Captured::Walked(id, trace)) = captured else {
+        return 0;
+    };
+    let key = StackKey {
+        tgid,
+        pad: 0,
+        stack_id: id,
+    };
+    if intern_stack(&key, trace) {
+        id
+    } else {
+        count(Stat::DroppedStacksFull);
+        0
     }
 }
 
@@ -621,12 +669,12 @@ fn mapping_call(
     kind: EventKind,
     arg: impl Fn(usize) -> u64,
 ) -> Option<SyscallArgs> {
-    let nested = kind != EventKind::Munmap
+    let nested = !matches!(kind, EventKind::Munmap | EventKind::Madvise)
         && INFLIGHT
             .get_ptr(&pid_tgid)
             // SAFETY: this thread's entry.
             .is_some_and(|inflight| unsafe { (*inflight).active } != 0);
-    let mut with_stack = kind != EventKind::Munmap;
+    let mut with_stack = !matches!(kind, EventKind::Munmap | EventKind::Madvise);
     if nested {
         count(Stat::Nested);
         if kind != EventKind::Brk {
@@ -661,35 +709,21 @@ fn mapping_call(
             args.flags = arg(3);
         }
         EventKind::Brk => args.flags = if nested { BRK_NESTED } else { 0 },
-        EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
-    }
-    if with_stack && let Some(regs) = syscall_regs() {
-        let mut captured = capture_stack(tgid, regs);
-        if let Some(Captured::Remembered(id)) = captured {
-            let key = StackKey {
-                tgid,
-                pad: 0,
-                stack_id: id,
-            };
-            captured = if STACKS.get_ptr(&key).is_some() {
-                args.stack_id = id;
-                None
-            } else {
-                walk_stack(tgid, regs)
-            };
-        }
-        if let Some(Captured::Walked(id, trace)) = captured {
-            let key = StackKey {
-                tgid,
-                pad: 0,
-                stack_id: id,
-            };
-            if intern_stack(&key, trace) {
-                args.stack_id = id;
-            } else {
-                count(Stat::DroppedStacksFull);
+        EventKind::Madvise => {
+            args.len = arg(1);
+            args.flags = arg(2);
+            if !matches!(
+                args.flags,
+                MADV_DONTNEED | MADV_FREE | MADV_REMOVE | MADV_DONTNEED_LOCKED
+            ) {
+                return None;
             }
         }
+        EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted | EventKind::PageFault => {
+        }
+    }
+    if with_stack && let Some(regs) = syscall_regs() {
+        args.stack_id = interned_stack(tgid, regs);
     }
     Some(args)
 }
@@ -722,7 +756,12 @@ fn mapping_done(tgid: u32, args: &SyscallArgs, ret: i64) {
             event.new_len = args.new_len;
         }
         EventKind::Brk => event.new_addr = ret as u64,
-        EventKind::Munmap | EventKind::Exit | EventKind::Exec | EventKind::UnwindTableWanted => {}
+        EventKind::Munmap
+        | EventKind::Madvise
+        | EventKind::Exit
+        | EventKind::Exec
+        | EventKind::UnwindTableWanted
+        | EventKind::PageFault => {}
     }
     emit(&event);
 }
@@ -765,7 +804,19 @@ fn syscall_exit(ctx: &TracePointContext, kind: EventKind) {
 
 #[inline(always)]
 pub(crate) fn emit(event: &Event) {
-    if EVENTS.output::<Event>(event, 0).is_ok() {
+    emit_with(event, 0);
+}
+
+/// Sends `event` to user space without waking it: for events frequent enough that a wakeup
+/// each would cost more than the event (page faults); user space drains them on a timer.
+#[inline(always)]
+pub(crate) fn emit_quietly(event: &Event) {
+    emit_with(event, u64::from(BPF_RB_NO_WAKEUP));
+}
+
+#[inline(always)]
+fn emit_with(event: &Event, flags: u64) {
+    if EVENTS.output::<Event>(event, flags).is_ok() {
         count(Stat::MapEvents);
     } else {
         count(Stat::DroppedRingbufFull);
@@ -805,6 +856,18 @@ pub fn sys_enter_mremap(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn sys_exit_mremap(ctx: TracePointContext) -> u32 {
     syscall_exit(&ctx, EventKind::Mremap);
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_madvise(ctx: TracePointContext) -> u32 {
+    syscall_enter(&ctx, EventKind::Madvise);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_madvise(ctx: TracePointContext) -> u32 {
+    syscall_exit(&ctx, EventKind::Madvise);
     0
 }
 
@@ -851,17 +914,29 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
     let (_, tgid) = current();
-    if !is_target(tgid) {
+    let Some(mode) = TARGETS.get_ptr_mut(&tgid) else {
         return 0;
-    }
+    };
     // The old image's mappings are gone: walks find none until user space publishes the new.
     let _ = unwind::PROC_MAPPINGS.remove(&tgid);
+    let mut flags = 0;
+    // SAFETY: a live map value, written by this thread only while it execs.
+    unsafe {
+        if *mode & TARGET_STOP_AT_EXEC != 0 {
+            *mode &= !TARGET_STOP_AT_EXEC;
+            // Delivered on the way back to user space: before the new image's first instruction.
+            if bpf_send_signal(SIGSTOP) == 0 {
+                flags = EXEC_STOPPED;
+            }
+        }
+    }
     // SAFETY: plain helper call.
     let timestamp_ns = unsafe { bpf_ktime_get_ns() };
     emit(&Event {
         kind: EventKind::Exec as u32,
         tgid,
         timestamp_ns,
+        flags,
         ..Event::default()
     });
     0

@@ -40,10 +40,12 @@ use aya_ebpf::{
 };
 use monitor_common::{
     CACHED_WORDS, CachedWalk, Event, EventKind, ExecMapping, MAX_EXEC_MAPPINGS, MAX_FRAMES,
-    ProcMappings, RULE_RBP, RULE_RSP, RULE_STOP, StackEnd, StackTrace, Stat, UnwindRow, WalkKey,
+    ProcMappings, PythonProcess, RULE_RBP, RULE_RSP, RULE_STOP, StackEnd, StackTrace, Stat,
+    UnwindRow, WalkKey,
 };
 
-use crate::{SCRATCH, count, emit};
+use crate::python::{self, PYTHON_PROCS};
+use crate::{SCRATCH, count, current, emit};
 
 /// Bytes of stack copied at the start of a walk (20 frames of C code usually span 2-4 KiB).
 const WINDOW: usize = 4096;
@@ -100,6 +102,11 @@ struct WalkState {
     cacheable: u64,
     /// 1 once rbp holds a value read from the stack (the starting value is no longer used).
     bp_loaded: u64,
+    /// The next Python frame to report (0: none), and 1 while a run of them is being reported
+    /// before the interpreter frame at stack pointer `python_sp`.
+    python_frame: u64,
+    python_pending: u64,
+    python_sp: u64,
     /// The mapping of the previous frame.
     mapping: ExecMapping,
 }
@@ -131,6 +138,8 @@ struct Walk {
     trace: *mut StackTrace,
     window: *const [u8; WINDOW],
     record: *mut CachedWalk,
+    /// The process's interpreter, null for a process without one.
+    python: *const PythonProcess,
 }
 
 /// The stack of an allocation.
@@ -159,8 +168,12 @@ pub fn capture_stack(tgid: u32, regs: UserRegs) -> Option<Captured> {
         pc: regs.ip,
         sp: regs.sp,
     };
-    // SAFETY: this CPU's window; the remembered value is copied before use.
-    if let Some(stack_id) = unsafe { remembered(&key, regs, &mut *window) } {
+    // A Python process's stacks go on through its interpreter's frames, which a remembered walk
+    // does not check: they are always walked.
+    if PYTHON_PROCS.get_ptr(&tgid).is_none()
+        // SAFETY: this CPU's window; the remembered value is copied before use.
+        && let Some(stack_id) = unsafe { remembered(&key, regs, &mut *window) }
+    {
         return Some(Captured::Remembered(stack_id));
     }
     walk(tgid, &key, regs, mappings, window)
@@ -248,6 +261,11 @@ fn walk(
     let trace = SCRATCH.get_ptr_mut(0)?;
     let state = WALK.get_ptr_mut(0)?;
     let record = WALK_RECORD.get_ptr_mut(0)?;
+    let python = PYTHON_PROCS.get_ptr(&tgid);
+    let python_frame = python
+        // SAFETY: a live map value.
+        .and_then(|python| python::current_frame(unsafe { &*python }, current().0 as u32))
+        .unwrap_or(0);
     // SAFETY: this CPU's state, window, record and trace, used by one program at a time.
     unsafe {
         *state = WalkState {
@@ -260,8 +278,12 @@ fn walk(
             end: RUNNING,
             window_base: regs.sp,
             window_len: copy_window(regs.sp, &mut *window),
-            cacheable: 1,
+            // Python frames are read from the interpreter's memory, not the stack.
+            cacheable: u64::from(python_frame == 0),
             bp_loaded: 0,
+            python_frame,
+            python_pending: 0,
+            python_sp: 0,
             mapping: ExecMapping::default(),
         };
         (*record).words = 0;
@@ -273,6 +295,7 @@ fn walk(
             trace,
             window,
             record,
+            python: python.unwrap_or_default(),
         };
         bpf_loop(
             MAX_FRAMES as u32,
@@ -407,6 +430,43 @@ fn load(walk: &Walk, state: &mut WalkState, addr: u64) -> Option<u64> {
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
 }
 
+/// Records `frame` as the walk's next frame.
+#[inline(always)]
+fn push(walk: &Walk, state: &mut WalkState, frame: u64) {
+    // SAFETY: this CPU's trace; the index is masked into it.
+    unsafe { (*walk.trace).frames[(state.len as usize) & (MAX_FRAMES - 1)] = frame };
+    state.len += 1;
+    state.hash = (state.hash ^ frame).wrapping_mul(0x0000_0100_0000_01b3);
+    state.hash ^= state.hash >> 29;
+}
+
+/// Records the next Python frame of the run being reported, or ends the run.
+#[inline(always)]
+fn python_step(walk: &Walk, state: &mut WalkState) {
+    // (A run is pending only for a Python process; the verifier is told so here.)
+    if walk.python.is_null() {
+        state.python_pending = 0;
+        return;
+    }
+    // SAFETY: a live map value.
+    let python = unsafe { &*walk.python };
+    match python::step(python, state.python_frame) {
+        Some(step) => {
+            if let Some(frame) = step.frame {
+                push(walk, state, frame);
+            }
+            state.python_frame = step.previous;
+            if step.run_ends || step.previous == 0 {
+                state.python_pending = 0;
+            }
+        }
+        None => {
+            state.python_frame = 0;
+            state.python_pending = 0;
+        }
+    }
+}
+
 /// Stops the walk with `end`.
 #[inline(always)]
 fn stop(state: &mut WalkState, end: StackEnd) -> i64 {
@@ -420,6 +480,10 @@ unsafe extern "C" fn frame(_index: u32, context: *mut c_void) -> i64 {
     let walk = unsafe { &*context.cast::<Walk>() };
     // SAFETY: this CPU's state.
     let state = unsafe { &mut *walk.state };
+    if state.python_pending != 0 {
+        python_step(walk, state);
+        return 0;
+    }
     let pc = state.pc;
     let look = pc.wrapping_sub(state.back);
     if !(state.mapping.start <= look && look < state.mapping.end) {
@@ -439,11 +503,17 @@ unsafe extern "C" fn frame(_index: u32, context: *mut c_void) -> i64 {
         }
         state.mapping = mapping;
     }
-    // SAFETY: this CPU's trace; the index is masked into it.
-    unsafe { (*walk.trace).frames[(state.len as usize) & (MAX_FRAMES - 1)] = pc };
-    state.len += 1;
-    state.hash = (state.hash ^ pc).wrapping_mul(0x0000_0100_0000_01b3);
-    state.hash ^= state.hash >> 29;
+    // An interpreter frame: first the Python frames its activation runs, one per step.
+    if !walk.python.is_null() && state.python_frame != 0 && state.python_sp != state.sp {
+        // SAFETY: a live map value.
+        let python = unsafe { &*walk.python };
+        if python.eval_start <= look && look < python.eval_end {
+            state.python_pending = 1;
+            state.python_sp = state.sp;
+            return 0;
+        }
+    }
+    push(walk, state, pc);
 
     let rows = state.mapping.rows_len;
     if rows == 0 {

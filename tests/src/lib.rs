@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-pub use monitor_daemon::report::{Frame, Report, StackReport};
+pub use monitor_daemon::report::{Frame, Method, Report, StackReport};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;
@@ -30,6 +30,44 @@ pub const TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The default tolerance of [`assert_leak`] on the leaked bytes, as a fraction.
 pub const LEAK_TOLERANCE: f64 = 0.10;
+
+/// The path of a Python scenario script in `scenarios/`.
+pub fn python_script(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "Python scenario {} is missing",
+        path.display()
+    );
+    path
+}
+
+/// The distribution's CPython (Debian 12's python3.11: the interpreter and libpython linked
+/// into one executable, built with LTO, stripped).
+pub const DISTRIBUTION_PYTHON: &str = "/usr/bin/python3.11";
+
+/// The CPython interpreters of this machine's pyenv tree (pyenv builds: the executable linked
+/// to a shared libpython, as in an embedding program), as (version, path), when present.
+pub fn pyenv_pythons() -> Vec<(String, PathBuf)> {
+    let root = Path::new("/root/.pyenv/versions");
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(String, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version = entry.file_name().to_string_lossy().into_owned();
+            let (major, rest) = version.split_once('.')?;
+            let minor = rest.split('.').next()?;
+            let binary = entry.path().join(format!("bin/python{major}.{minor}"));
+            binary.is_file().then_some((version, binary))
+        })
+        .collect();
+    found.sort();
+    found
+}
 
 /// The path of a program built from `scenarios/` by the build script.
 pub fn scenario_path(name: &str) -> PathBuf {
@@ -497,8 +535,10 @@ fn parse_summary(stdout: &str, scenario: &str, leakmon_stderr: &str) -> Scenario
     };
     let summary: ScenarioSummary = serde_json::from_str(line)
         .unwrap_or_else(|error| panic!("bad summary line {line:?} from {scenario}: {error}"));
+    // A scenario built without frame pointers (`NAME_nofp`) is the same program as `NAME`.
     assert_eq!(
-        summary.scenario, scenario,
+        summary.scenario,
+        scenario.strip_suffix("_nofp").unwrap_or(scenario),
         "summary line of another scenario"
     );
     summary
@@ -682,6 +722,113 @@ pub fn free_local_addr() -> SocketAddr {
     listener
         .local_addr()
         .expect("the address of a bound listener")
+}
+
+/// Debian's `redis-server` (a program nobody on the team wrote, built as the distribution
+/// builds it: -O2, no frame pointers, jemalloc) on a free loopback port with persistence off;
+/// killed when dropped.
+pub struct RedisServer {
+    process: BackgroundProcess,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Debug for RedisServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisServer")
+            .field("pid", &self.pid())
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl RedisServer {
+    /// Starts it and waits until it answers `PING`.
+    pub fn start() -> Self {
+        let addr = free_local_addr();
+        let mut command = Command::new("redis-server");
+        command.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &addr.port().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+        ]);
+        let mut server = RedisServer {
+            process: BackgroundProcess::spawn(command, "redis-server"),
+            addr,
+        };
+        wait_for(
+            Duration::from_secs(10),
+            "redis-server to answer PING",
+            || {
+                server.process.assert_running();
+                let mut stream = TcpStream::connect(addr).ok()?;
+                stream.write_all(b"PING\r\n").ok()?;
+                let mut reply = [0; 7];
+                stream.read_exact(&mut reply).ok()?;
+                (&reply == b"+PONG\r\n").then_some(())
+            },
+        );
+        server
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Stores `per_second` new keys a second, each with a value of `value_len` bytes, for
+    /// `duration`, from a thread (pipelined `SET`s every 10 ms); the thread returns how many
+    /// keys it stored.
+    pub fn grow(&self, per_second: u32, value_len: usize, duration: Duration) -> JoinHandle<u64> {
+        let addr = self.addr;
+        thread::spawn(move || {
+            let mut stream = TcpStream::connect(addr).expect("connecting to redis-server");
+            let value = vec![b'v'; value_len];
+            let per_tick = (per_second / 100).max(1);
+            let started = Instant::now();
+            let mut stored = 0u64;
+            let mut tick = 0u32;
+            while started.elapsed() < duration {
+                let mut batch = Vec::new();
+                for _ in 0..per_tick {
+                    let key = format!("leakmon:key:{stored}");
+                    stored += 1;
+                    batch.extend_from_slice(
+                        format!(
+                            "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${value_len}\r\n",
+                            key.len()
+                        )
+                        .as_bytes(),
+                    );
+                    batch.extend_from_slice(&value);
+                    batch.extend_from_slice(b"\r\n");
+                }
+                stream
+                    .write_all(&batch)
+                    .expect("sending SETs to redis-server");
+                let mut replies = vec![0; 5 * per_tick as usize];
+                stream
+                    .read_exact(&mut replies)
+                    .expect("reading redis-server's replies");
+                assert!(
+                    replies.chunks(5).all(|reply| reply == b"+OK\r\n"),
+                    "redis-server refused a SET: {}",
+                    String::from_utf8_lossy(&replies)
+                );
+                tick += 1;
+                let next = started + Duration::from_millis(10) * tick;
+                thread::sleep(next.saturating_duration_since(Instant::now()));
+            }
+            stored
+        })
+    }
 }
 
 /// An HTTP response: the status code, the headers (names lowercased) and the body.
@@ -1316,8 +1463,11 @@ pub struct KernelMaps {
     pub targets: Vec<u32>,
 }
 
-/// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name).
-pub const STATE_MAPS: [&str; 7] = [
+/// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name). The
+/// unwind rows are shared by every process that maps an object, and kept a while after the last
+/// one, and the Python thread states are remembered per thread in a bounded least-recently-used
+/// map (checked at each use): they are not per-process state.
+pub const STATE_MAPS: [&str; 11] = [
     "ALLOCS",
     "STACKS",
     "STACK_STATS",
@@ -1325,6 +1475,10 @@ pub const STATE_MAPS: [&str; 7] = [
     "SYSCALLS",
     "RELEASES",
     "TARGETS",
+    "PROC_MAPPINGS",
+    "UNWIND_WANTED",
+    "WALK_CACHE",
+    "PYTHON_PROCS",
 ];
 
 fn bpftool_json(args: &[&str]) -> serde_json::Value {
@@ -1512,6 +1666,34 @@ pub fn spawn_with_pid(
     None
 }
 
+/// Traces the running process `pid` (not a scenario: say, a server) after `warmup` with
+/// `leakmon trace --format json ... --pid PID ARGS...`; panics unless leakmon succeeds with a
+/// report about that pid. The caller holds [`serial`] from before it starts what the trace is
+/// to see (a server and its load), so that no other trace delays this one.
+pub fn trace_running(pid: u32, args: &[&str], warmup: Duration) -> Report {
+    thread::sleep(warmup);
+    let traced = trace_unserialized(
+        Host::AsIs,
+        "json",
+        args,
+        vec!["--pid".into(), pid.to_string().into()],
+    );
+    assert!(
+        traced.run.status.success(),
+        "leakmon trace --pid {pid} failed ({}):\n{}",
+        traced.run.status,
+        traced.run.stderr
+    );
+    let report: Report = serde_json::from_slice(&traced.output).unwrap_or_else(|error| {
+        panic!(
+            "the JSON report does not parse ({error})\nleakmon stderr:\n{}",
+            traced.run.stderr
+        )
+    });
+    assert_eq!(report.pid, pid, "the report is about another process");
+    report
+}
+
 /// [`trace_pid`] for a process started by `command` rather than from a scenario's path (in
 /// another namespace, from a copy, ...): starts it, lets it run for `warmup`, traces the pid
 /// `resolve` gives for the started one with `leakmon trace --format json ... --pid PID ARGS...`,
@@ -1577,6 +1759,7 @@ mod tests {
                     file: None,
                     line: None,
                     inlined: false,
+                    ..Default::default()
                 })
                 .collect(),
             ..StackReport::default()
@@ -1599,8 +1782,7 @@ mod tests {
             dropped: Default::default(),
             events: Default::default(),
             stacks,
-            releases: Vec::new(),
-            memory: None,
+            ..Default::default()
         }
     }
 

@@ -1,10 +1,16 @@
-//! `cargo xtask bench`: what tracing costs the traced program. One run prints nanoseconds per
-//! `malloc`+`free` pair of an allocation-heavy loop (`tests/scenarios/bench_loop.c`) untraced,
-//! with empty probes at the allocator symbols' entries, with empty probes at the offsets leakmon
-//! chooses, and under `leakmon trace`, each the median of several runs, and the ratios; then
-//! the daemon's own cost (see `bench_daemon`).
+//! `cargo xtask bench`: what tracing costs the traced program. Two allocation-heavy loops, each
+//! timed in nanoseconds per `malloc`+`free` pair: `tests/scenarios/bench_loop.c` (`malloc(64)`,
+//! built with frame pointers) and `tests/scenarios/bench_deep.c` (built `-O2
+//! -fomit-frame-pointer` as distributions build, each malloc five calls deep, sizes 64 to 320
+//! bytes). Each runs untraced, with empty probes at the allocator symbols' entries, with empty
+//! probes at the offsets leakmon chooses, and under `leakmon trace`, in interleaved rounds; the
+//! medians and the ratios are printed, with the kernel's own run time of each of leakmon's
+//! programs (`kernel.bpf_stats_enabled`) under `leakmon trace`. Then the page-fault method's
+//! cost (see `bench_faults`) and the daemon's own cost (see `bench_daemon`).
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 
@@ -16,20 +22,50 @@ const RUNS: usize = 7;
 /// Loop iterations untraced (fast) and probed (each pair hits three probes).
 const ITERATIONS_UNTRACED: u64 = 20_000_000;
 const ITERATIONS_PROBED: u64 = 400_000;
+/// The programs whose kernel run time is reported.
+const PROGRAMS: [&str; 3] = ["alloc_enter", "alloc_exit", "free_enter"];
+/// Where the kernel's per-program statistics are switched on.
+pub(crate) const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
-/// Compiles the benchmark loop with frame pointers, as a traced service would be.
-fn build_loop() -> Result<PathBuf> {
-    let source = workspace_root().join("tests/scenarios/bench_loop.c");
+/// One benchmark loop: its source and how it is compiled.
+struct Loop {
+    name: &'static str,
+    source: &'static str,
+    flags: &'static [&'static str],
+}
+
+const LOOPS: [Loop; 2] = [
+    Loop {
+        name: "malloc(64)+free, frame pointers",
+        source: "bench_loop",
+        flags: &["-O2", "-g", "-fno-omit-frame-pointer"],
+    },
+    Loop {
+        name: "5 calls deep, 64-320 B, -O2 without frame pointers",
+        source: "bench_deep",
+        flags: &["-O2", "-g", "-fomit-frame-pointer"],
+    },
+];
+
+/// Compiles a benchmark loop into the target directory.
+fn build_loop(bench: &Loop) -> Result<PathBuf> {
+    let scenarios = workspace_root().join("tests/scenarios");
     let out_dir = target_dir().join("xtask");
     std::fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    let binary = out_dir.join("bench_loop");
+    let binary = out_dir.join(bench.source);
     run(command("gcc")?
-        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-I"])
-        .arg(workspace_root().join("tests/scenarios"))
+        .args(bench.flags)
+        .arg("-I")
+        .arg(&scenarios)
         .arg("-o")
         .arg(&binary)
-        .arg(&source))?;
+        .arg(scenarios.join(format!("{}.c", bench.source))))?;
     Ok(binary)
+}
+
+/// Builds the frame-pointer loop (the daemon's benchmark uses it too).
+fn build_fp_loop() -> Result<PathBuf> {
+    build_loop(&LOOPS[0])
 }
 
 /// One configuration: how the loop is started.
@@ -39,8 +75,55 @@ struct Mode {
     iterations: u64,
 }
 
-/// Runs the loop once and returns its ns per pair (from its JSON line).
-fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<f64> {
+/// The ns per pair a loop printed on its JSON line.
+fn ns_per_pair(stdout: &str, what: &str) -> Result<f64> {
+    let line = stdout
+        .lines()
+        .find(|line| line.contains("ns_per_pair"))
+        .with_context(|| format!("`{what}` printed no ns_per_pair line"))?;
+    line.split("\"ns_per_pair\":")
+        .nth(1)
+        .and_then(|rest| rest.trim_end_matches(['}', ' ']).trim().parse::<f64>().ok())
+        .with_context(|| format!("cannot read ns_per_pair from `{line}`"))
+}
+
+/// Kernel run time and run count of leakmon's programs, by name.
+pub(crate) type ProgramStats = BTreeMap<String, (u64, u64)>;
+
+/// The statistics `bpftool prog show` prints for the programs named in `programs`.
+pub(crate) fn program_stats(programs: &[&str]) -> Result<ProgramStats> {
+    let listing = output(command("bpftool")?.args(["prog", "show"]))?;
+    let mut stats = ProgramStats::new();
+    for line in listing.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let field = |name: &str| {
+            words
+                .iter()
+                .position(|word| *word == name)
+                .and_then(|index| words.get(index + 1))
+                .and_then(|value| value.parse::<u64>().ok())
+        };
+        let Some(name) = words
+            .iter()
+            .position(|word| *word == "name")
+            .and_then(|index| words.get(index + 1))
+        else {
+            continue;
+        };
+        if let (true, Some(time), Some(count)) = (
+            programs.contains(name),
+            field("run_time_ns"),
+            field("run_cnt"),
+        ) {
+            stats.insert((*name).to_owned(), (time, count));
+        }
+    }
+    Ok(stats)
+}
+
+/// Runs the loop once under `mode`; returns its ns per pair and, for `leakmon trace`, the
+/// kernel's statistics of leakmon's programs read just before it ended.
+fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<(f64, ProgramStats)> {
     let mut cmd = if mode.prefix.is_empty() {
         command(bench_loop)?
     } else {
@@ -49,17 +132,29 @@ fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<f64> {
         cmd
     };
     cmd.arg(mode.iterations.to_string()).stdin(Stdio::null());
-    let stdout = output(&mut cmd)?;
-    let line = stdout
-        .lines()
-        .find(|line| line.contains("ns_per_pair"))
-        .with_context(|| format!("`{}` printed no ns_per_pair line", display(&cmd)))?;
-    let value = line
-        .split("\"ns_per_pair\":")
-        .nth(1)
-        .and_then(|rest| rest.trim_end_matches(['}', ' ']).trim().parse::<f64>().ok())
-        .with_context(|| format!("cannot read ns_per_pair from `{line}`"))?;
-    Ok(value)
+    if mode.name != "leakmon trace" {
+        let stdout = output(&mut cmd)?;
+        return Ok((ns_per_pair(&stdout, &display(&cmd))?, ProgramStats::new()));
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting `{}`", display(&cmd)))?;
+    // The programs go with leakmon: keep the last reading taken while it ran.
+    let mut stats = ProgramStats::new();
+    while child.try_wait()?.is_none() {
+        let now = program_stats(&PROGRAMS)?;
+        if now.len() == PROGRAMS.len() {
+            stats = now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let result = child.wait_with_output()?;
+    if !result.status.success() {
+        bail!("`{}` failed: {}", display(&cmd), result.status);
+    }
+    let stdout = String::from_utf8_lossy(&result.stdout);
+    Ok((ns_per_pair(&stdout, &display(&cmd))?, stats))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -67,10 +162,71 @@ fn median(mut values: Vec<f64>) -> f64 {
     values[values.len() / 2]
 }
 
-/// Builds everything and prints the table.
-pub fn bench() -> Result<()> {
+/// The parts of the benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The allocation method on the two loops.
+    Allocations,
+    /// The page-fault method: fault cost and redis throughput.
+    PageFaults,
+    /// A Python allocation loop.
+    Python,
+    /// The daemon's own cost.
+    Daemon,
+}
+
+/// The parts `cargo xtask bench PART...` names; every part when none is.
+pub fn parse_parts(args: &[String]) -> Result<Vec<Part>> {
+    if args.is_empty() {
+        return Ok(vec![
+            Part::Allocations,
+            Part::PageFaults,
+            Part::Python,
+            Part::Daemon,
+        ]);
+    }
+    args.iter()
+        .map(|arg| match arg.as_str() {
+            "allocations" => Ok(Part::Allocations),
+            "page-faults" => Ok(Part::PageFaults),
+            "python" => Ok(Part::Python),
+            "daemon" => Ok(Part::Daemon),
+            other => {
+                bail!("unknown bench part `{other}` (allocations, page-faults, python, daemon)")
+            }
+        })
+        .collect()
+}
+
+/// Builds everything and prints the tables of `parts`.
+pub fn bench(parts: &[Part]) -> Result<()> {
     let leakmon = daemon::build_release()?;
-    let bench_loop = build_loop()?;
+    if parts.contains(&Part::Allocations) {
+        let previous_stats = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
+        std::fs::write(BPF_STATS, "1").with_context(|| format!("enabling {BPF_STATS}"))?;
+        let result = LOOPS
+            .iter()
+            .try_for_each(|bench| bench_loop(&leakmon, bench));
+        if let Err(err) = std::fs::write(BPF_STATS, previous_stats.trim()) {
+            eprintln!("restoring {BPF_STATS}: {err}");
+        }
+        result?;
+    }
+    if parts.contains(&Part::PageFaults) {
+        crate::bench_faults::bench(&leakmon)?;
+    }
+    if parts.contains(&Part::Python) {
+        crate::bench_python::bench(&leakmon)?;
+    }
+    if parts.contains(&Part::Daemon) {
+        crate::bench_daemon::bench(&leakmon, &build_fp_loop()?)?;
+    }
+    Ok(())
+}
+
+/// Benchmarks one loop under every configuration and prints its table.
+fn bench_loop(leakmon: &Path, bench: &Loop) -> Result<()> {
+    let binary = build_loop(bench)?;
     let leakmon_args = |args: &[&str]| args.iter().map(|arg| (*arg).to_owned()).collect::<Vec<_>>();
     let modes = [
         Mode {
@@ -97,11 +253,21 @@ pub fn bench() -> Result<()> {
     // Runs are interleaved (each round runs every configuration once) and ratios are taken
     // within a round, so a slow spell of a shared host weighs on all configurations alike.
     let mut samples = vec![Vec::new(); modes.len()];
+    let mut per_program: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for round in 1..=RUNS {
         for (mode, mode_samples) in modes.iter().zip(&mut samples) {
-            mode_samples.push(measure(&leakmon, mode, &bench_loop)?);
+            let (value, stats) = measure(leakmon, mode, &binary)?;
+            mode_samples.push(value);
+            for (name, (time, count)) in stats {
+                if count > 0 {
+                    per_program
+                        .entry(name)
+                        .or_default()
+                        .push(time as f64 / count as f64);
+                }
+            }
         }
-        println!("round {round}/{RUNS} done");
+        println!("{}: round {round}/{RUNS} done", bench.name);
     }
     let results: Vec<f64> = samples
         .iter()
@@ -120,6 +286,7 @@ pub fn bench() -> Result<()> {
         bail!("no results");
     };
     println!();
+    println!("loop: {} ({})", bench.name, bench.flags.join(" "));
     println!("| configuration | ns per malloc+free (median) | runs |");
     println!("|---|---:|---|");
     for ((mode, value), runs) in modes.iter().zip(&results).zip(&samples) {
@@ -142,10 +309,18 @@ pub fn bench() -> Result<()> {
         "leakmon trace / empty probes at entries:             {:.2}x",
         ratio(3, 1)
     );
+    let programs: Vec<String> = per_program
+        .into_iter()
+        .map(|(name, values)| format!("{name} {:.0} ns", median(values)))
+        .collect();
+    println!(
+        "kernel run time per call under leakmon trace (bpf_stats, median): {}",
+        programs.join(", ")
+    );
     println!(
         "medians over {RUNS} interleaved rounds; {ITERATIONS_UNTRACED} pairs untraced, \
          {ITERATIONS_PROBED} pairs probed; command: cargo xtask bench"
     );
-    crate::bench_daemon::bench(&leakmon, &bench_loop)?;
+    println!();
     Ok(())
 }

@@ -2,6 +2,8 @@
 //! task. Every task that builds first sets up what a fresh machine lacks (see `setup`).
 mod bench;
 mod bench_daemon;
+mod bench_faults;
+mod bench_python;
 mod daemon;
 mod deb;
 mod fuzz;
@@ -27,10 +29,14 @@ tasks:
                       setup, rustfmt, clippy (host and BPF target), unit tests, release build,
                       end-to-end tests; --no-e2e stops after the unit tests, --only-e2e runs
                       only the release build and the end-to-end tests
-  bench               build, then measure what tracing costs an allocation-heavy loop (ns per
-                      malloc+free untraced, with empty probes, under leakmon trace) and what the
-                      daemon costs (CPU and memory watching 1000 idle processes, always-on
-                      overhead on the loop)
+  bench [PART...]     build, then measure (every part, or those named): allocations, what
+                      tracing costs two allocation-heavy loops (ns per malloc+free untraced,
+                      with empty probes, under leakmon trace; kernel run time per program);
+                      page-faults, what the page-fault method costs (ns per fault for the
+                      traced process and for others; redis-server's throughput untraced and
+                      under both methods); python, ns per allocation of a Python loop
+                      untraced and traced; daemon, what the daemon costs (CPU and memory
+                      watching 1000 idle processes, always-on overhead on the loop)
   deb                 setup, build, then build the Debian package target/debian/leakmon_*.deb
                       with cargo-deb (installed when missing): the binary, the systemd unit
                       (neither enabled nor started), /etc/leakmon/config.toml, man pages,
@@ -80,9 +86,9 @@ fn dispatch(args: &[String]) -> Result<()> {
         }
         "test" => suite::test(suite::parse_parts(rest)?),
         "bench" => {
-            no_arguments(task, rest)?;
+            let parts = bench::parse_parts(rest)?;
             setup::setup()?;
-            bench::bench()
+            bench::bench(&parts)
         }
         "deb" => {
             no_arguments(task, rest)?;

@@ -31,6 +31,14 @@ const DEBIAN_PACKAGES: &[&str] = &[
     "systemd",
     "systemd-container",
     "util-linux",
+    // A program nobody on the team wrote, as a distribution builds it (-O2, no frame pointers,
+    // linked with jemalloc): the end-to-end tests trace Debian's redis-server as a client grows
+    // its data, and the benchmark measures its throughput under redis-benchmark.
+    "redis-server",
+    "redis-tools",
+    // Go has no malloc to probe: the end-to-end tests build a Go program that leaks and find it
+    // by its page faults.
+    "golang-go",
 ];
 
 /// Checks and installs everything; fails first thing when not running as root.

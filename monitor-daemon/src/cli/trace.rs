@@ -14,7 +14,7 @@ use log::info;
 use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
-    report::Report,
+    report::{Method, Report},
     symbolize::symbolizer::Symbolizer,
     trace::{
         allocators::{self, AllocatorError, AllocatorObject},
@@ -109,16 +109,23 @@ pub async fn trace(
     cancel: impl Future<Output = ()>,
 ) -> Result<Report, TraceError> {
     let mut tracer = Tracer::load(options.limits)?;
+    // The page-fault method needs no allocator: it traces programs without one to probe.
+    let plan = options.params.method == Method::Allocations;
     let (pid, objects, held, mut comm) = match &options.target {
         Target::Pid(pid) => {
             let comm = procfs::read_comm(pid.get()).map_err(|err| match err {
                 ProcError::Gone { .. } => TraceError::NoSuchProcess(*pid),
                 other => other.into(),
             })?;
-            (*pid, allocators::allocator_objects(pid.get())?, None, comm)
+            let objects = if plan {
+                allocators::allocator_objects(pid.get())?
+            } else {
+                Vec::new()
+            };
+            (*pid, objects, None, comm)
         }
         Target::Command(argv) => {
-            let (exe, objects, held) = spawn_held(argv)?;
+            let (exe, objects, held) = spawn_held(argv, plan)?;
             let comm = exe
                 .file_name()
                 .map(|name| name.to_string_lossy().chars().take(15).collect())
@@ -143,6 +150,8 @@ pub async fn trace(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sweeper = tokio::time::interval(SWEEP_INTERVAL);
     sweeper.tick().await;
+    // Page faults come without a wakeup (one each would cost more than the fault): drained here.
+    let mut drainer = tokio::time::interval(tracer::QUIET_EVENTS_DRAIN);
     let deadline = tokio::time::sleep(options.duration);
     tokio::pin!(deadline);
     tokio::pin!(cancel);
@@ -155,6 +164,15 @@ pub async fn trace(
                 if session.exited() && child.is_none() {
                     break End::Exited(None);
                 }
+            }
+            _ = drainer.tick() => {
+                let mut failed = Ok(());
+                tracer::drain_events(ring.get_mut(), |event| {
+                    if event.tgid == pid.get() && failed.is_ok() {
+                        failed = session.handle(&mut tracer, &event);
+                    }
+                });
+                failed?;
             }
             _ = sweeper.tick() => {
                 let before = crate::trace::session::monotonic_ns()
@@ -224,14 +242,21 @@ pub async fn trace(
     Ok(report)
 }
 
-/// Resolves the program of `argv`, plans the probes of the objects it will map, and starts it
-/// held before its `execve` until the probes are attached.
-fn spawn_held(argv: &[String]) -> Result<(PathBuf, Vec<AllocatorObject>, HeldChild), TraceError> {
+/// Resolves the program of `argv`, plans the probes of the objects it will map (with `plan`),
+/// and starts it held before its `execve` until the probes are attached.
+fn spawn_held(
+    argv: &[String],
+    plan: bool,
+) -> Result<(PathBuf, Vec<AllocatorObject>, HeldChild), TraceError> {
     let program = argv
         .first()
         .ok_or_else(|| LaunchError::NotFound(String::new()))?;
     let exe = launch::resolve_program(program)?;
-    let objects = plan_command(&exe)?;
+    let objects = if plan {
+        plan_command(&exe)?
+    } else {
+        Vec::new()
+    };
     let held = HeldChild::spawn(&exe, argv)?;
     Ok((exe, objects, held))
 }
@@ -244,7 +269,7 @@ pub async fn run_with_empty_probes(
     placement: EmptyPlacement,
 ) -> Result<ExitStatus, TraceError> {
     let mut tracer = Tracer::load(MapLimits::default())?;
-    let (_, objects, held) = spawn_held(argv)?;
+    let (_, objects, held) = spawn_held(argv, true)?;
     let pid = held.pid();
     tracer.attach_empty(pid, &objects, placement)?;
     let mut child = held.release()?;

@@ -152,6 +152,9 @@ pub struct TraceConfig {
     pub max_allocations: u32,
     /// Capacity of the kernel's stacks map. Default 32768.
     pub max_stacks: u32,
+    /// Capacity of the kernel's unwind rows map (8 bytes a row; a C library needs about
+    /// 28,000, a large program a few hundred thousand). Default 1048576.
+    pub max_unwind_rows: u32,
 }
 
 impl Default for TraceConfig {
@@ -168,6 +171,7 @@ impl Default for TraceConfig {
             targets: Vec::new(),
             max_allocations: 262_144,
             max_stacks: 32_768,
+            max_unwind_rows: 1 << 20,
         }
     }
 }

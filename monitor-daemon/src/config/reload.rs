@@ -9,7 +9,7 @@ use super::{
 };
 
 /// Settings the daemon applies only when it starts (sockets, directories and kernel map sizes).
-const RESTART_ONLY: [&str; 7] = [
+const RESTART_ONLY: [&str; 8] = [
     "daemon.listen",
     "daemon.state_dir",
     "daemon.token_file",
@@ -17,6 +17,7 @@ const RESTART_ONLY: [&str; 7] = [
     "daemon.max_requests_per_second",
     "trace.max_allocations",
     "trace.max_stacks",
+    "trace.max_unwind_rows",
 ];
 
 impl Config {
@@ -28,8 +29,8 @@ impl Config {
             .collect()
     }
 
-    /// The changed settings that take effect only after a restart (every `daemon` key,
-    /// `trace.max_allocations`, `trace.max_stacks`), named and separated by commas, e.g.
+    /// The changed settings that take effect only after a restart (every `daemon` key and the
+    /// kernel map capacities `trace.max_*`), named and separated by commas, e.g.
     /// `daemon.listen, trace.max_stacks`; `None` when a reload can apply `new`.
     pub fn requires_restart(&self, new: &Config) -> Option<String> {
         let keys: Vec<String> = self
@@ -101,10 +102,11 @@ impl Config {
                 targets,
                 max_allocations,
                 max_stacks,
+                max_unwind_rows,
             } = trace;
             push_settings!(list, "trace": auto, window_seconds, interval_seconds, max_concurrent,
                 cooldown_seconds, max_events_per_second, sample_rate, all_processes, targets,
-                max_allocations, max_stacks);
+                max_allocations, max_stacks, max_unwind_rows);
         }
         {
             let ReportsConfig {

@@ -208,6 +208,11 @@ impl Config {
             MIN_MAP_ENTRIES,
         )?;
         at_least("trace.max_stacks", trace.max_stacks, MIN_MAP_ENTRIES)?;
+        at_least(
+            "trace.max_unwind_rows",
+            trace.max_unwind_rows,
+            MIN_MAP_ENTRIES,
+        )?;
 
         at_least("reports.max_count", reports.max_count, 1)?;
         at_least("reports.max_bytes", reports.max_bytes, MIN_REPORT_BYTES)?;
@@ -385,6 +390,11 @@ mod tests {
             (
                 "[trace]\nmax_stacks = 100",
                 "trace.max_stacks",
+                "at least 1024",
+            ),
+            (
+                "[trace]\nmax_unwind_rows = 10",
+                "trace.max_unwind_rows",
                 "at least 1024",
             ),
             (

@@ -3,7 +3,7 @@
 //! and the stack's outstanding bytes.
 
 use super::text::{TRUNCATED, basename};
-use super::{Frame, Report};
+use super::{Frame, Language, Report};
 
 /// Renders every stack of `report` holding outstanding bytes as one folded line, in the order of
 /// the report.
@@ -32,8 +32,16 @@ pub fn render_folded(report: &Report) -> String {
     out
 }
 
-/// The symbol, else `0x{address} (module)`, else `[unknown]`.
+/// The symbol, else `0x{address} (module)`, else `[unknown]`; a Python function as
+/// `py:qualname (file:line)`, so that flame graphs tell it from native code.
 fn frame_name(frame: &Frame) -> String {
+    if frame.language == Language::Python {
+        let symbol = frame.symbol.as_deref().unwrap_or("[unknown]");
+        return match (&frame.file, frame.line) {
+            (Some(file), Some(line)) => format!("py:{symbol} ({}:{line})", basename(file)),
+            _ => format!("py:{symbol}"),
+        };
+    }
     match (&frame.symbol, &frame.module) {
         (Some(symbol), _) => symbol.clone(),
         (None, Some(module)) => format!("{:#x} ({})", frame.address, basename(module)),

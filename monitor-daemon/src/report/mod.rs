@@ -107,8 +107,41 @@ pub fn encode(report: &Report, format: OutputFormat, top: usize) -> Result<Vec<u
     })
 }
 
+/// How a trace looked at a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Probes on the allocator: every outstanding allocation with its stack (precise, leak
+    /// versus cache, outstanding objects; a kernel trap on every allocator call).
+    #[default]
+    Allocations,
+    /// The process's page faults: the resident memory each stack brought in and the process
+    /// still holds (any allocator or runtime; a cost proportional to the growth, not to the
+    /// allocation rate).
+    PageFaults,
+}
+
+impl Method {
+    /// Every method, in the order the daemon tries them.
+    pub const ALL: [Self; 2] = [Self::PageFaults, Self::Allocations];
+
+    /// The name in reports, configuration and metrics (`allocations`, `page_faults`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Allocations => "allocations",
+            Self::PageFaults => "page_faults",
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// What a trace of one process found.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The traced process.
     pub pid: u32,
@@ -142,6 +175,11 @@ pub struct Report {
     pub events: BTreeMap<String, u64>,
     /// Stacks holding outstanding memory, by outstanding bytes, largest first.
     pub stacks: Vec<StackReport>,
+    /// How the process was looked at: by its allocations (each stack's figures are its
+    /// outstanding allocations) or by its page faults (each stack's figures are the resident
+    /// memory it brought in and the process still holds, in pages for `allocations`).
+    #[serde(default)]
+    pub method: Method,
     /// Frees of memory allocated before the window (addresses the trace never saw allocated),
     /// by freeing site, most bytes (then frees) first; the evidence of the stacks judged
     /// `turnover`, which name the sites that offset them.
@@ -227,9 +265,20 @@ pub struct StackReport {
     pub truncated: bool,
 }
 
+/// What a frame is code of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Language {
+    /// Machine code (C, C++, Rust, Go, ...).
+    #[default]
+    Native,
+    /// A Python function run by the CPython interpreter (its `address` is the code object's).
+    Python,
+}
+
 /// One frame of a stack. An address that maps to inlined functions yields one frame per
 /// function, innermost first, all with the same address.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
     /// The return address (the instruction pointer for the innermost frame).
     pub address: u64,
@@ -244,6 +293,9 @@ pub struct Frame {
     /// True for a function inlined into the next frame.
     #[serde(default)]
     pub inlined: bool,
+    /// Native code, or a Python function (whose `symbol` is its qualified name).
+    #[serde(default)]
+    pub language: Language,
 }
 
 #[cfg(test)]

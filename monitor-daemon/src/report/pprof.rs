@@ -257,6 +257,7 @@ fn build_profile(report: &Report) -> Profile {
         file: None,
         line: None,
         inlined: false,
+        ..Default::default()
     }];
 
     let mut samples = Vec::with_capacity(report.stacks.len());
@@ -647,6 +648,7 @@ mod tests {
                             file: None,
                             line: None,
                             inlined: false,
+                            ..Default::default()
                         });
                     }
                     for (k, line) in loc.line.iter().enumerate() {
@@ -658,6 +660,7 @@ mod tests {
                             file: optional(profile, f.filename),
                             line: (line.line != 0).then(|| u32::try_from(line.line).unwrap()),
                             inlined: k + 1 < loc.line.len(),
+                            ..Default::default()
                         });
                     }
                 }

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Frame, ReleaseSite, Report, StackReport};
+use super::{Frame, Language, Method, ReleaseSite, Report, StackReport};
 use crate::model::Memory;
 
 /// Renders `report` for a terminal: the header, then at most `top` stacks, leaking ones first,
@@ -38,9 +38,10 @@ pub fn render_text(report: &Report, top: usize) -> String {
         "stacks: {} holding memory, {leaking} leaking{turnover}; showing {shown}",
         stacks.len()
     );
+    let unit = unit(report.method);
     for (rank, stack) in stacks.iter().take(top).enumerate() {
         out.push('\n');
-        write_stack(&mut out, rank + 1, stack, &report.releases);
+        write_stack(&mut out, rank + 1, stack, unit, &report.releases);
     }
     out
 }
@@ -130,13 +131,24 @@ fn site_name(site: &ReleaseSite) -> String {
     }
 }
 
+/// What a stack's count counts: allocations, or pages by the page-fault method.
+fn unit(method: Method) -> &'static str {
+    match method {
+        Method::Allocations => "allocations",
+        Method::PageFaults => "pages",
+    }
+}
+
 fn write_header(out: &mut String, report: &Report) {
     let _ = writeln!(
         out,
         "leakmon report for pid {} ({})",
         report.pid, report.comm
     );
-    let sampling = if report.sample_rate == 0 {
+    let sampling = if report.method == Method::PageFaults {
+        "by page faults: resident memory each stack brought in and the process still holds"
+            .to_owned()
+    } else if report.sample_rate == 0 {
         "every allocation recorded".to_owned()
     } else {
         format!(
@@ -153,9 +165,10 @@ fn write_header(out: &mut String, report: &Report) {
     );
     let _ = writeln!(
         out,
-        "outstanding: {} in {} allocations",
+        "outstanding: {} in {} {}",
         human_bytes(report.totals.outstanding_bytes),
-        report.totals.outstanding_allocations
+        report.totals.outstanding_allocations,
+        unit(report.method)
     );
     if let Some(memory) = &report.memory {
         let _ = writeln!(out, "{}", memory_line(memory));
@@ -190,7 +203,13 @@ fn write_header(out: &mut String, report: &Report) {
     }
 }
 
-fn write_stack(out: &mut String, rank: usize, stack: &StackReport, releases: &[ReleaseSite]) {
+fn write_stack(
+    out: &mut String,
+    rank: usize,
+    stack: &StackReport,
+    unit: &str,
+    releases: &[ReleaseSite],
+) {
     let marker = if stack.leaking {
         "LEAKING"
     } else if stack.turnover {
@@ -200,7 +219,7 @@ fn write_stack(out: &mut String, rank: usize, stack: &StackReport, releases: &[R
     };
     let _ = writeln!(
         out,
-        "#{rank} {marker}: growth {}, outstanding {} in {} allocations, oldest {}",
+        "#{rank} {marker}: growth {}, outstanding {} in {} {unit}, oldest {}",
         human_rate(stack.growth_bytes_per_second),
         human_bytes(stack.bytes),
         stack.allocations,
@@ -261,6 +280,9 @@ fn frame_line(frame: &Frame) -> String {
     }
     if let Some(module) = &frame.module {
         let _ = write!(line, " [{}]", basename(module));
+    }
+    if frame.language == Language::Python {
+        line.push_str(" [python]");
     }
     line
 }
@@ -480,7 +502,7 @@ mod tests {
         let mut truncated = stack(8, 0.0, false, vec![frame(0x10, Some("leaf"), None)]);
         truncated.truncated = true;
         let mut out = String::new();
-        write_stack(&mut out, 1, &truncated, &[]);
+        write_stack(&mut out, 1, &truncated, "allocations", &[]);
         assert!(
             out.ends_with("    leaf\n    [truncated] (the stack walk stopped here)\n"),
             "{out}"

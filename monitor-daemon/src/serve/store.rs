@@ -411,6 +411,7 @@ mod tests {
                     file: None,
                     line: None,
                     inlined: false,
+                    ..Default::default()
                 }],
                 ..StackReport::default()
             })

@@ -408,6 +408,7 @@ fn unknown_frame(address: u64, module: Option<&str>) -> Frame {
         file: None,
         line: None,
         inlined: false,
+        ..Default::default()
     }
 }
 
@@ -421,6 +422,7 @@ fn frames_of(address: u64, module: &str, sym: &bz::Sym<'_>) -> Vec<Frame> {
         file: code_info.map(|c| c.to_path().to_string_lossy().into_owned()),
         line: code_info.and_then(|c| c.line),
         inlined,
+        ..Default::default()
     };
     sym.inlined
         .iter()

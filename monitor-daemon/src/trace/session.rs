@@ -5,9 +5,7 @@
 //! session; the daemon runs several on one shared [`Tracer`].
 //!
 //! Stacks are merged by their normalized frames (object and file offset, not raw address), so a
-//! library loaded at a new address after each `dlopen` still adds up to one stack; a stack whose
-//! walk was cut short joins the one complete stack it is a prefix of (a call path walked before
-//! the process's unwind tables were loaded, and again after).
+//! library loaded at a new address after each `dlopen` still adds up to one stack.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet, VecDeque},
@@ -17,22 +15,27 @@ use std::{
 
 use log::debug;
 use monitor_common::{
-    AllocInfo, BRK_NESTED, Event, EventKind, ReleaseStats, STAT_COUNT, StackEnd, StackStats, Stat,
-    WEIGHT_ONE,
+    AllocInfo, BRK_NESTED, EXEC_STOPPED, Event, EventKind, ReleaseStats, STAT_COUNT, StackEnd,
+    StackStats, Stat, WEIGHT_ONE, python_frame_parts,
 };
 
 use crate::{
     model::{HeapLive, Memory},
-    report::{Frame, ProbeSite, ReleaseSite, Report, StackReport, Totals},
-    symbolize::symbolizer::{ModuleHistory, Symbolizer},
+    report::{Frame, Language, Method, ProbeSite, ReleaseSite, Report, StackReport, Totals},
+    symbolize::{
+        python::PythonFrames,
+        symbolizer::{ModuleHistory, Symbolizer},
+    },
     trace::{
         allocators::AllocatorObject,
+        pages::PageLedger,
+        python::{self, Interpreter},
         regions::Regions,
         tracer::{Detached, Tracer, TracerError},
     },
     watch::{
         memory::{self, MemoryHistory},
-        procfs::{self, ProcError},
+        procfs::{self, MapEntry, ProcError},
         trend::{self, Growth, LeakRule, Release, TurnoverRule},
     },
 };
@@ -53,6 +56,8 @@ pub struct SessionParams {
     pub top: usize,
     /// Mean bytes between samples; 0 records every allocation.
     pub sample_rate: u64,
+    /// How the process is looked at.
+    pub method: Method,
 }
 
 /// The clock the kernel programs stamp allocations with (`bpf_ktime_get_ns`).
@@ -161,12 +166,40 @@ impl Outstanding {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum FrameKey {
     Module(String, u64),
+    /// A faulting instruction by the page-fault method: any instruction of one function (its
+    /// object and the names of the function and of those inlined in it) is the same frame.
+    Function(String, Vec<String>),
     Address(u64),
 }
 
 /// A group of kernel stacks in a report: their normalized frames, and whether their walk was
 /// cut short.
 type GroupKey = (Vec<FrameKey>, bool);
+
+/// Folds each stack cut short into the one complete stack that starts with the same frames:
+/// the same allocation site, walked before the rest of its callers' code was published (the
+/// first allocations of a library just loaded). Where several complete stacks share those
+/// frames, which one it was is unknown: it stays apart, marked truncated.
+fn merge_truncated_prefixes(groups: &mut BTreeMap<GroupKey, (Vec<u64>, Vec<u64>)>) {
+    let truncated: Vec<Vec<FrameKey>> = groups
+        .keys()
+        .filter(|(frames, truncated)| *truncated && !frames.is_empty())
+        .map(|(frames, _)| frames.clone())
+        .collect();
+    for prefix in truncated {
+        let mut complete = groups
+            .keys()
+            .filter(|(frames, truncated)| !*truncated && frames.starts_with(&prefix));
+        let (Some(into), None) = (complete.next().cloned(), complete.next()) else {
+            continue;
+        };
+        if let Some((_, members)) = groups.remove(&(prefix, true))
+            && let Some((_, into_members)) = groups.get_mut(&into)
+        {
+            into_members.extend(members);
+        }
+    }
+}
 
 /// One traced process.
 #[derive(Debug)]
@@ -176,6 +209,14 @@ pub struct Session {
     params: SessionParams,
     probes: Vec<ProbeSite>,
     regions: Regions,
+    /// The pages the process holds, by the page-fault method.
+    pages: PageLedger,
+    /// The frames of the process's CPython interpreter, when it runs one leakmon can walk.
+    python: Option<PythonFrames>,
+    /// The stacks whose Python frames were read already.
+    python_learned: HashSet<u64>,
+    /// The process replaced its image: look for an interpreter at the next look at its maps.
+    python_due: bool,
     history: ModuleHistory,
     series: Series,
     releases: Releases,
@@ -198,7 +239,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Attaches the allocator probes to `pid` and starts the window. `launched` says the
+    /// Attaches the allocator probes to `pid` (or, by [`Method::PageFaults`], registers it for
+    /// its page faults; `objects` are then unused) and starts the window. `launched` says the
     /// process is a command held before `execve` (its first exec is then expected).
     pub fn start(
         tracer: &mut Tracer,
@@ -208,7 +250,27 @@ impl Session {
         launched: bool,
     ) -> Result<Self, TracerError> {
         let counters_at_start = tracer.counters()?;
-        let probes = tracer.attach(pid, objects, params.sample_rate)?;
+        // A running process's mappings are published before its probes attach, so that its
+        // first recorded allocations already unwind; a launched command's are published when it
+        // has replaced its image (its first exec).
+        let maps = if launched {
+            None
+        } else {
+            let maps = procfs::read_maps(pid.get())
+                .map_err(|_| TracerError::ProcessGone { pid: pid.get() })?;
+            tracer.publish_mappings(pid, &maps);
+            Some(maps)
+        };
+        let attached = match params.method {
+            Method::Allocations => tracer.attach(pid, objects, params.sample_rate),
+            Method::PageFaults => tracer.attach_page_faults(pid).map(|()| Vec::new()),
+        };
+        let probes = attached.inspect_err(|_| tracer.forget_mappings(pid))?;
+        if launched && let Err(err) = tracer.stop_at_next_exec(pid) {
+            // The command then starts without its mappings published: its first allocations
+            // are recorded without their stacks.
+            log::warn!("pid {pid}: {err}");
+        }
         let mut session = Self {
             pid,
             start_time_ticks: procfs::read_stat(pid.get())
@@ -217,6 +279,10 @@ impl Session {
             params,
             probes,
             regions: Regions::default(),
+            pages: PageLedger::default(),
+            python: None,
+            python_learned: HashSet::new(),
+            python_due: false,
             history: ModuleHistory::default(),
             series: Series::default(),
             releases: Releases::default(),
@@ -232,8 +298,10 @@ impl Session {
             outstanding_bytes: 0,
             cut_short: false,
         };
-        if !launched {
-            session.refresh_modules(tracer);
+        if let Some(maps) = maps {
+            session.history.record(pid.get(), &maps);
+            session.pages.set_maps(&maps);
+            session.detect_python(tracer, &maps);
         }
         Ok(session)
     }
@@ -275,10 +343,72 @@ impl Session {
         match procfs::read_maps(self.pid.get()) {
             Ok(maps) => {
                 self.history.record(self.pid.get(), &maps);
+                self.pages.set_maps(&maps);
                 tracer.publish_mappings(self.pid, &maps);
+                if std::mem::take(&mut self.python_due) {
+                    self.detect_python(tracer, &maps);
+                }
+                self.learn_python(tracer);
             }
             Err(ProcError::Gone { .. }) => self.exited = true,
             Err(err) => debug!("reading the mappings of pid {}: {err}", self.pid),
+        }
+    }
+
+    /// Registers the process's CPython interpreter with the kernel programs, so that its stacks
+    /// get Python frames; notes an interpreter leakmon cannot walk.
+    fn detect_python(&mut self, tracer: &mut Tracer, maps: &[MapEntry]) {
+        match python::detect(self.pid.get(), maps) {
+            Some(Interpreter::Known {
+                layout,
+                process,
+                object,
+            }) => match PythonFrames::open(self.pid.get(), layout) {
+                Ok(frames) => {
+                    debug!(
+                        "pid {}: CPython {}.{} in {object}",
+                        self.pid, layout.version.0, layout.version.1
+                    );
+                    tracer.publish_python(self.pid, &process);
+                    self.python = Some(frames);
+                }
+                Err(err) => debug!("pid {}: reading its memory: {err}", self.pid),
+            },
+            Some(unknown) => {
+                if let Some(note) = unknown.note() {
+                    log::info!("pid {}: {note}", self.pid);
+                    if !self.notes.contains(&note) {
+                        self.notes.push(note);
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Reads the code objects of the Python frames of stacks not read yet, while the process
+    /// runs (its frames are then decoded even after it exits).
+    fn learn_python(&mut self, tracer: &Tracer) {
+        let Some(python) = self.python.as_mut() else {
+            return;
+        };
+        let new: Vec<u64> = self
+            .series
+            .bytes
+            .keys()
+            .copied()
+            .filter(|stack| !self.python_learned.contains(stack))
+            .collect();
+        for stack_id in new {
+            if let Some((frames, _)) = tracer.stack_frames(self.pid, stack_id) {
+                for code in frames
+                    .iter()
+                    .filter_map(|&frame| python_frame_parts(frame).map(|(code, _)| code))
+                {
+                    python.learn(code);
+                }
+            }
+            self.python_learned.insert(stack_id);
         }
     }
 
@@ -311,14 +441,21 @@ impl Session {
         for (stack, usage) in self.regions.per_stack() {
             *bytes.entry(stack).or_default() += usage.bytes as f64;
         }
+        for (stack, pages) in self.pages.per_stack() {
+            *bytes.entry(stack).or_default() += pages.bytes as f64;
+        }
         self.outstanding_bytes = bytes.values().sum::<f64>() as u64;
         self.series.push(time, &bytes);
     }
 
     /// What the process's memory is made of, over the window so far, with its heap's live
-    /// allocations (the daemon shows it for a traced process; the report ends with it).
+    /// allocations when the allocator is traced (the daemon shows it for a traced process; the
+    /// report ends with it).
     pub fn memory(&self) -> Option<Memory> {
         let mut memory = self.memory.memory()?;
+        if self.params.method != Method::Allocations {
+            return Some(memory);
+        }
         let live: Vec<(f64, f64)> = self.live.iter().copied().collect();
         let live_growth = trend::theil_sen_thinned(&live, memory::SLOPE_POINTS).unwrap_or(0.0);
         let from_start = self.launched && self.execs <= 1;
@@ -335,7 +472,11 @@ impl Session {
     /// Applies one event of this process from the kernel.
     pub fn handle(&mut self, tracer: &mut Tracer, event: &Event) -> Result<(), TracerError> {
         log::trace!("event {event:?}");
-        match EventKind::from_raw(event.kind) {
+        let kind = EventKind::from_raw(event.kind);
+        if self.params.method == Method::PageFaults && self.handle_page_event(kind, event) {
+            return Ok(());
+        }
+        match kind {
             Some(EventKind::Mmap) if event.flags & MAP_ANONYMOUS != 0 => {
                 self.regions
                     .map(event.addr, event.len, event.stack_id, event.timestamp_ns);
@@ -353,18 +494,26 @@ impl Session {
                 self.regions
                     .brk(event.new_addr, event.stack_id, event.timestamp_ns);
             }
+            // Page faults and released pages matter only to the page-fault method.
+            Some(EventKind::PageFault | EventKind::Madvise) => {}
             Some(EventKind::Exit) => self.exited = true,
             Some(EventKind::UnwindTableWanted) => tracer.unwind_requested(self.pid),
             Some(EventKind::Exec) => {
                 self.execs += 1;
+                // Stopped by the kernel programs until its new image is published (below).
+                let stopped = event.flags & EXEC_STOPPED != 0;
                 // The kernel programs dropped the old image's mappings.
                 tracer.forget_mappings(self.pid);
+                self.python = None;
+                self.python_learned.clear();
+                self.python_due = true;
                 if self.launched && self.execs == 1 {
                     self.refresh_modules(tracer);
                 } else {
                     // The old image and everything it allocated are gone.
                     tracer.purge(self.pid)?;
                     self.regions.clear();
+                    self.pages.clear();
                     self.series.clear();
                     self.releases.clear();
                     self.memory = MemoryHistory::default();
@@ -375,10 +524,43 @@ impl Session {
                         self.started.elapsed().as_secs_f64()
                     ));
                 }
+                if stopped {
+                    // SAFETY: kill(2) has no memory-safety preconditions.
+                    if unsafe { libc::kill(self.pid.get() as libc::pid_t, libc::SIGCONT) } != 0 {
+                        log::warn!(
+                            "pid {}: resuming it after its exec: {}",
+                            self.pid,
+                            std::io::Error::last_os_error()
+                        );
+                    }
+                }
             }
             None => debug!("unknown event kind {}", event.kind),
         }
         Ok(())
+    }
+
+    /// Applies a memory event to the pages of the page-fault method; false for the events it
+    /// leaves to [`Session::handle`] (code mapped, exit, exec, unwind requests).
+    fn handle_page_event(&mut self, kind: Option<EventKind>, event: &Event) -> bool {
+        match kind {
+            Some(EventKind::PageFault) => {
+                self.pages
+                    .fault(event.addr, event.stack_id, event.timestamp_ns);
+            }
+            Some(EventKind::Munmap | EventKind::Madvise) => {
+                self.pages.release(event.addr, event.len);
+            }
+            Some(EventKind::Mremap) => {
+                self.pages
+                    .remap(event.addr, event.len, event.new_addr, event.new_len);
+            }
+            Some(EventKind::Brk) => self.pages.set_break(event.new_addr),
+            // New anonymous memory counts when it is written, not when it is mapped.
+            Some(EventKind::Mmap) if event.flags & MAP_ANONYMOUS != 0 => {}
+            _ => return false,
+        }
+        true
     }
 
     /// Ends the window: takes the probes off, takes a last sample, builds the report with the
@@ -402,6 +584,40 @@ impl Session {
         }
         symbolizer.forget(&self.history);
         (report, detached)
+    }
+
+    /// By the page-fault method, the function names of the faulting instruction (the first
+    /// frame) of each of `stack_ids`, by address: the same function faulting at another
+    /// instruction (a copy loop's every store) is the same place in a report. Empty by the
+    /// allocation method, whose first frames are return addresses.
+    fn faulting_functions(
+        &self,
+        tracer: &Tracer,
+        symbolizer: &mut Symbolizer,
+        stack_ids: &[u64],
+    ) -> HashMap<u64, Vec<String>> {
+        if self.params.method != Method::PageFaults {
+            return HashMap::new();
+        }
+        let mut addresses: Vec<u64> = stack_ids
+            .iter()
+            .filter(|&&stack_id| stack_id != 0)
+            .filter_map(|&stack_id| tracer.stack_frames(self.pid, stack_id)?.0.first().copied())
+            .collect();
+        addresses.sort_unstable();
+        addresses.dedup();
+        let symbolized = symbolizer.symbolize(&self.history, &addresses);
+        addresses
+            .into_iter()
+            .zip(symbolized)
+            .filter_map(|(address, frames)| {
+                let names: Vec<String> = frames
+                    .into_iter()
+                    .filter_map(|frame| frame.symbol)
+                    .collect();
+                (!names.is_empty()).then_some((address, names))
+            })
+            .collect()
     }
 
     fn build_report(
@@ -433,6 +649,16 @@ impl Session {
                 );
             }
         }
+        for (stack_id, pages) in self.pages.per_stack() {
+            if let Some(oldest) = pages.oldest_ns {
+                // A page counts as one object, in units of the allocations' weight.
+                outstanding.entry(stack_id).or_default().add(
+                    pages.bytes,
+                    pages.pages * u64::from(WEIGHT_ONE),
+                    Some(oldest),
+                );
+            }
+        }
         for region in self.regions.iter() {
             if old_enough(region.timestamp_ns) {
                 outstanding.entry(region.stack_id).or_default().add(
@@ -450,6 +676,7 @@ impl Session {
             .chain(self.series.bytes.keys())
             .copied()
             .collect();
+        let functions = self.faulting_functions(tracer, symbolizer, &stack_ids);
         for stack_id in stack_ids {
             // Without a stack (none captured, or no longer in the kernel's map), nothing of
             // the allocations' callers is known: a stack cut short at once.
@@ -462,8 +689,14 @@ impl Session {
             let truncated = end != StackEnd::Complete;
             let key: Vec<FrameKey> = frames
                 .iter()
-                .map(|&address| match self.history.normalize(address) {
-                    Some(normalized) => FrameKey::Module(normalized.module, normalized.file_offset),
+                .enumerate()
+                .map(|(index, &address)| match self.history.normalize(address) {
+                    Some(normalized) => match functions.get(&address) {
+                        Some(names) if index == 0 => {
+                            FrameKey::Function(normalized.module, names.clone())
+                        }
+                        _ => FrameKey::Module(normalized.module, normalized.file_offset),
+                    },
                     None => FrameKey::Address(address),
                 })
                 .collect();
@@ -474,27 +707,7 @@ impl Session {
                 group.1.push(stack_id);
             }
         }
-
-        // A walk cut short early in the process's life (before its unwind tables were loaded)
-        // gives a prefix of the complete stack of the same call path: such a stack joins the
-        // one complete stack it is a prefix of, so that a call path is not split in two whose
-        // memory moves from one to the other.
-        let cut_short: Vec<GroupKey> = groups
-            .keys()
-            .filter(|(frames, truncated)| *truncated && !frames.is_empty())
-            .cloned()
-            .collect();
-        for key in cut_short {
-            let mut complete = groups
-                .keys()
-                .filter(|(frames, truncated)| !truncated && frames.starts_with(&key.0));
-            if let (Some(whole), None) = (complete.next().cloned(), complete.next())
-                && let Some((_, members)) = groups.remove(&key)
-                && let Some((_, into)) = groups.get_mut(&whole)
-            {
-                into.extend(members);
-            }
-        }
+        merge_truncated_prefixes(&mut groups);
 
         let rule = LeakRule::default();
         let mapped: HashSet<u64> = self.regions.iter().map(|region| region.stack_id).collect();
@@ -562,18 +775,30 @@ impl Session {
         });
         stacks.truncate(self.params.top);
 
+        // Native frames through the symbolizer, Python frames from the interpreter's code objects.
         let addresses: Vec<u64> = stacks
             .iter()
             .flat_map(|(frames, _)| frames.iter().copied())
+            .filter(|&frame| python_frame_parts(frame).is_none())
             .collect();
         let mut symbolized = symbolizer.symbolize(&self.history, &addresses).into_iter();
+        let python = &mut self.python;
         let stacks = stacks
             .into_iter()
             .map(|(frames, mut report)| {
                 report.frames = frames
                     .iter()
-                    .zip(symbolized.by_ref())
-                    .flat_map(|(_, frames)| frames)
+                    .flat_map(
+                        |&frame| match (python_frame_parts(frame), python.as_mut()) {
+                            (Some((code, lasti)), Some(python)) => vec![python.frame(code, lasti)],
+                            (Some((code, _)), None) => vec![Frame {
+                                address: code,
+                                language: Language::Python,
+                                ..Frame::default()
+                            }],
+                            (None, _) => symbolized.next().unwrap_or_default(),
+                        },
+                    )
                     .collect::<Vec<Frame>>();
                 report
             })
@@ -620,6 +845,7 @@ impl Session {
             dropped,
             events,
             stacks,
+            method: self.params.method,
             releases,
             memory: self.memory(),
         })
@@ -747,5 +973,36 @@ impl Session {
                 .collect();
         }
         kept
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(offsets: &[u64]) -> Vec<FrameKey> {
+        offsets
+            .iter()
+            .map(|&offset| FrameKey::Module("/usr/bin/app".to_owned(), offset))
+            .collect()
+    }
+
+    #[test]
+    fn a_truncated_stack_joins_the_one_complete_stack_it_starts() {
+        let mut groups: BTreeMap<GroupKey, (Vec<u64>, Vec<u64>)> = BTreeMap::new();
+        groups.insert((key(&[1, 2, 3, 4]), false), (vec![1, 2, 3, 4], vec![10]));
+        groups.insert((key(&[1, 2]), true), (vec![1, 2], vec![11]));
+        // Two complete stacks start with [5, 6]: which one it was is unknown.
+        groups.insert((key(&[5, 6, 7]), false), (vec![5, 6, 7], vec![20]));
+        groups.insert((key(&[5, 6, 8]), false), (vec![5, 6, 8], vec![21]));
+        groups.insert((key(&[5, 6]), true), (vec![5, 6], vec![22]));
+        // No complete stack starts with [9].
+        groups.insert((key(&[9]), true), (vec![9], vec![30]));
+        merge_truncated_prefixes(&mut groups);
+        assert_eq!(groups[&(key(&[1, 2, 3, 4]), false)].1, [10, 11]);
+        assert!(!groups.contains_key(&(key(&[1, 2]), true)));
+        assert_eq!(groups[&(key(&[5, 6]), true)].1, [22]);
+        assert_eq!(groups[&(key(&[9]), true)].1, [30]);
+        assert_eq!(groups.len(), 5);
     }
 }

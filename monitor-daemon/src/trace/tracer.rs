@@ -12,28 +12,35 @@
 //! calls the tracing path, are refused by some kernels, this development VM's among them.)
 
 use std::os::fd::{AsFd as _, OwnedFd};
-use std::{collections::HashMap as StdHashMap, num::NonZeroU32, path::Path, time::Duration};
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    num::NonZeroU32,
+    path::Path,
+    time::Duration,
+};
 
 use aya::{
     Btf, Ebpf, EbpfError, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, ProgramError, TracePoint, UProbe,
+        tp_btf::{BtfTracePointLink, BtfTracePointLinkId},
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeLinkId, UProbeScope},
     },
     sys::SyscallError,
 };
 use log::{debug, info};
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, ReleaseKey, ReleaseStats,
-    SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats,
-    StackTrace, Stat, SyscallArgs, WEIGHT_ONE, WalkKey,
+    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, ReleaseKey,
+    ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd,
+    StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS,
+    TARGET_STOP_AT_EXEC, WEIGHT_ONE, WalkKey,
 };
 
 use crate::report::ProbeSite;
 use crate::trace::allocators::AllocatorObject;
 use crate::trace::tracefs;
-use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables};
+use crate::trace::unwind::tables::{TablesError, TablesUsage, UnwindTables, is_missing};
 use crate::watch::procfs::MapEntry;
 
 /// The kernel programs, built by `build.rs` from the `monitor-ebpf` crate.
@@ -49,7 +56,7 @@ pub const SWEEP_MIN_AGE: Duration = Duration::from_secs(30);
 
 /// The memory-mapping system-call tracepoints (programs named as their events in the
 /// `syscalls` category).
-const SYSCALL_TRACEPOINTS: [&str; 8] = [
+const SYSCALL_TRACEPOINTS: [&str; 10] = [
     "sys_enter_mmap",
     "sys_exit_mmap",
     "sys_enter_munmap",
@@ -58,7 +65,12 @@ const SYSCALL_TRACEPOINTS: [&str; 8] = [
     "sys_exit_mremap",
     "sys_enter_brk",
     "sys_exit_brk",
+    "sys_enter_madvise",
+    "sys_exit_madvise",
 ];
+
+/// The BTF tracepoint program (and tracepoint) of the page-fault method.
+const PAGE_FAULT_PROGRAM: &str = "page_fault_user";
 
 /// The process-lifecycle BTF tracepoints (program and tracepoint of the same name).
 const LIFECYCLE_TRACEPOINTS: [&str; 2] = ["sched_process_exit", "sched_process_exec"];
@@ -200,10 +212,12 @@ pub enum EmptyPlacement {
 }
 
 /// Probes taken off a process (see [`Tracer::detach_later`]), with the system-call tracepoints
-/// when it was the last traced process; dropping this detaches them.
+/// when it was the last traced process and the page-fault program when it was the last traced
+/// by its page faults; dropping this detaches them.
 pub struct Detached {
     probes: Vec<UProbeLink>,
     tracepoints: Vec<OwnedFd>,
+    page_faults: Option<BtfTracePointLink>,
 }
 
 impl Detached {
@@ -215,6 +229,7 @@ impl Detached {
                 scope.spawn(move || drop(link));
             }
             scope.spawn(move || drop(self.tracepoints));
+            scope.spawn(move || drop(self.page_faults));
         });
     }
 }
@@ -353,12 +368,19 @@ pub struct Tracer {
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
+    /// The processes traced by their page faults.
+    page_fault_targets: HashSet<u32>,
+    /// The page-fault program's attachment, while some process is traced by its page faults:
+    /// it runs on every user page fault of the host.
+    page_fault_link: Option<BtfTracePointLinkId>,
     /// The ids of [`SYSCALL_TRACEPOINTS`], read from tracefs at load.
     syscall_event_ids: Vec<u64>,
     /// The unwind rows and the traced processes' mappings.
     unwind: UnwindTables,
     /// The kernel programs' remembered stack walks.
     walk_cache: HashMap<MapData, WalkKey, CachedWalk>,
+    /// The CPython interpreters of traced processes, for the walks' Python frames.
+    python: HashMap<MapData, u32, PythonProcess>,
     /// The perf events that attach [`SYSCALL_TRACEPOINTS`]: open while a process is traced,
     /// closed with the last one, since while any system-call tracepoint is attached every
     /// system call of every process on the host takes the kernel's slower tracing path.
@@ -478,6 +500,13 @@ impl Tracer {
                 source,
             })?;
         }
+        let page_faults: &mut BtfTracePoint = ebpf
+            .program_mut(PAGE_FAULT_PROGRAM)
+            .and_then(|program| program.try_into().ok())
+            .ok_or(TracerError::MissingProgram(PAGE_FAULT_PROGRAM))?;
+        page_faults
+            .load(PAGE_FAULT_PROGRAM, &btf)
+            .map_err(|source| load_error(PAGE_FAULT_PROGRAM, source))?;
         let mut syscall_event_ids = Vec::new();
         for name in SYSCALL_TRACEPOINTS {
             tracepoint(&mut ebpf, name)?
@@ -505,6 +534,7 @@ impl Tracer {
             stats: take_map(&mut ebpf, "STATS")?,
             events: Some(take_map(&mut ebpf, "EVENTS")?),
             walk_cache: take_map(&mut ebpf, "WALK_CACHE")?,
+            python: take_map(&mut ebpf, "PYTHON_PROCS")?,
             unwind: UnwindTables::new(
                 take_map(&mut ebpf, "UNWIND_ROWS")?,
                 take_map(&mut ebpf, "PROC_MAPPINGS")?,
@@ -512,6 +542,8 @@ impl Tracer {
             )?,
             ebpf,
             links: StdHashMap::new(),
+            page_fault_targets: HashSet::new(),
+            page_fault_link: None,
             syscall_event_ids,
             syscall_events: Vec::new(),
             pid_namespace,
@@ -561,7 +593,7 @@ impl Tracer {
         self.refuse_nested_pid_namespace(pid.get())?;
         self.attach_syscall_tracepoints()?;
         self.targets
-            .insert(pid.get(), 1, 0)
+            .insert(pid.get(), TARGET_ALLOCATIONS, 0)
             .map_err(|source| TracerError::Map {
                 what: "registering the target",
                 source,
@@ -619,6 +651,51 @@ impl Tracer {
             sites.iter().filter(|site| site.emulated).count()
         );
         Ok(sites)
+    }
+
+    /// Has the kernel programs stop `pid` (SIGSTOP) when it next replaces its image, until
+    /// user space has published the new image's mappings and resumes it (see
+    /// `monitor_common::TARGET_STOP_AT_EXEC`): a command launched under a trace then unwinds from
+    /// its first allocation.
+    pub fn stop_at_next_exec(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
+        let what = "marking the target to stop at its exec";
+        let mode = self
+            .targets
+            .get(&pid.get(), 0)
+            .map_err(|source| TracerError::Map { what, source })?;
+        self.targets
+            .insert(pid.get(), mode | TARGET_STOP_AT_EXEC, 0)
+            .map_err(|source| TracerError::Map { what, source })
+    }
+
+    /// Starts tracing `pid` by its page faults: registers it for the page-fault program (attached
+    /// while some process is traced this way) and the memory-mapping system calls. On error
+    /// nothing stays registered.
+    pub fn attach_page_faults(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
+        self.refuse_nested_pid_namespace(pid.get())?;
+        self.attach_syscall_tracepoints()?;
+        if self.page_fault_link.is_none() {
+            let program: &mut BtfTracePoint = self
+                .ebpf
+                .program_mut(PAGE_FAULT_PROGRAM)
+                .and_then(|program| program.try_into().ok())
+                .ok_or(TracerError::MissingProgram(PAGE_FAULT_PROGRAM))?;
+            let link = program.attach().map_err(|source| TracerError::Program {
+                what: format!("attaching {PAGE_FAULT_PROGRAM} to its BTF tracepoint"),
+                source,
+            })?;
+            self.page_fault_link = Some(link);
+        }
+        self.page_fault_targets.insert(pid.get());
+        if let Err(source) = self.targets.insert(pid.get(), TARGET_PAGE_FAULTS, 0) {
+            drop(self.detach_later(pid));
+            return Err(TracerError::Map {
+                what: "registering the target",
+                source,
+            });
+        }
+        info!("pid {pid}: traced by its page faults");
+        Ok(())
     }
 
     /// Refuses a process outside leakmon's PID namespace when that is not the initial one: the
@@ -715,6 +792,13 @@ impl Tracer {
         self.unwind.forget(pid.get());
     }
 
+    /// Registers the CPython interpreter of `pid`: its stacks get Python frames.
+    pub fn publish_python(&mut self, pid: NonZeroU32, interpreter: &PythonProcess) {
+        if let Err(err) = self.python.insert(pid.get(), interpreter, 0) {
+            log::warn!("pid {pid}: registering its Python interpreter: {err}");
+        }
+    }
+
     /// A stack walk of `pid` asked for its mappings to be published again.
     pub fn unwind_requested(&mut self, pid: NonZeroU32) {
         if let Err(err) = self.unwind.request(pid.get()) {
@@ -753,8 +837,23 @@ impl Tracer {
         if let Err(err) = self.targets.remove(&pid.get()) {
             debug!("unregistering pid {pid}: {err}");
         }
-        self.unwind.forget(pid.get());
-        let tracepoints = if self.links.is_empty() {
+        let mut page_faults = None;
+        if self.page_fault_targets.remove(&pid.get())
+            && self.page_fault_targets.is_empty()
+            && let Some(link) = self.page_fault_link.take()
+        {
+            match self
+                .ebpf
+                .program_mut(PAGE_FAULT_PROGRAM)
+                .and_then(|program| <&mut BtfTracePoint>::try_from(program).ok())
+                .map(|program| program.take_link(link))
+            {
+                Some(Ok(link)) => page_faults = Some(link),
+                Some(Err(err)) => debug!("detaching {PAGE_FAULT_PROGRAM}: {err}"),
+                None => debug!("detaching {PAGE_FAULT_PROGRAM}: no such program"),
+            }
+        }
+        let tracepoints = if self.links.is_empty() && self.page_fault_targets.is_empty() {
             std::mem::take(&mut self.syscall_events)
         } else {
             Vec::new()
@@ -762,12 +861,18 @@ impl Tracer {
         Detached {
             probes: links,
             tracepoints,
+            page_faults,
         }
     }
 
-    /// Removes every trace of `pid` from the kernel maps.
+    /// Removes every trace of `pid` from the kernel maps, its published mappings included.
     pub fn purge(&mut self, pid: NonZeroU32) -> Result<(), TracerError> {
         let tgid = pid.get();
+        self.unwind.forget(tgid);
+        ignore_missing(self.python.remove(&tgid)).map_err(|source| TracerError::Map {
+            what: "forgetting a Python interpreter",
+            source,
+        })?;
         let what = "purging the process's state";
         let keys: Vec<AllocKey> = self
             .allocs
@@ -959,6 +1064,7 @@ impl Tracer {
             ("RELEASES", self.releases.keys().count() as u64),
             ("UNWIND_ROWS", self.unwind.usage().rows),
             ("WALK_CACHE", self.walk_cache.keys().count() as u64),
+            ("PYTHON_PROCS", self.python.keys().count() as u64),
             ("PROC_MAPPINGS", self.unwind.usage().processes),
         ]
     }
@@ -1082,6 +1188,11 @@ fn refuse_seccomp_uretprobes(pid: u32) -> Result<(), TracerError> {
     Ok(())
 }
 
+/// How often the event loops drain the ring buffer of the events the kernel programs send
+/// without a wakeup (page faults): the 1 MiB buffer holds about 14,500 events, the faults of
+/// 57 MiB; at this period, growth up to ~500 MiB/s fits.
+pub const QUIET_EVENTS_DRAIN: Duration = Duration::from_millis(100);
+
 /// Hands every event waiting in the ring buffer to `handle`, oldest first.
 pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) {
     while let Some(item) = ring.next() {
@@ -1097,7 +1208,7 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) 
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
     match result {
-        Err(MapError::KeyNotFound) => Ok(()),
+        Err(err) if is_missing(&err) => Ok(()),
         other => other,
     }
 }

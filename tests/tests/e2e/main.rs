@@ -8,7 +8,11 @@ mod leaks;
 mod lifecycle;
 mod memory;
 mod modes;
+mod no_frame_pointers;
 mod non_leaks;
+mod packaged;
+mod page_faults;
+mod python;
 mod turnover;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.

@@ -79,6 +79,7 @@ pub(super) fn frame(symbol: &str) -> Frame {
         file: None,
         line: None,
         inlined: false,
+        ..Default::default()
     }
 }
 

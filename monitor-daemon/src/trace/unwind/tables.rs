@@ -17,6 +17,7 @@ use std::collections::{HashMap as StdHashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
+use aya::sys::SyscallError;
 use log::{debug, warn};
 use monitor_common::{ExecMapping, MAX_EXEC_MAPPINGS, ProcMappings, UnwindRow};
 use object::{Object as _, ObjectSegment as _};
@@ -45,6 +46,18 @@ pub enum TablesError {
     /// The process's mappings could not be read.
     #[error(transparent)]
     Proc(#[from] ProcError),
+}
+
+/// Whether a map operation failed only because the key was not there (aya reports a deletion
+/// of a missing key as the system call's ENOENT).
+pub fn is_missing(error: &MapError) -> bool {
+    match error {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(SyscallError { io_error, .. }) => {
+            io_error.raw_os_error() == Some(libc::ENOENT)
+        }
+        _ => false,
+    }
 }
 
 fn map_error(what: &'static str) -> impl FnOnce(MapError) -> TablesError {
@@ -91,7 +104,7 @@ struct Published {
 /// Counts for the status and the metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TablesUsage {
-    /// Rows in use in the rows map.
+    /// Rows of objects in the rows map.
     pub rows: u64,
     /// The rows map's capacity.
     pub capacity: u64,
@@ -107,8 +120,8 @@ pub struct UnwindTables {
     mappings: HashMap<MapData, u32, ProcMappings>,
     wanted: HashMap<MapData, u32, u32>,
     capacity: u32,
-    /// Free ranges of the rows map, sorted and coalesced.
-    free: Vec<(u32, u32)>,
+    /// Free ranges of the rows map.
+    free: FreeRanges,
     objects: StdHashMap<ObjectKey, LoadedObject>,
     processes: StdHashMap<u32, Published>,
     /// Processes whose request waits for [`REQUEST_INTERVAL`].
@@ -141,7 +154,7 @@ impl UnwindTables {
             mappings,
             wanted,
             capacity,
-            free: vec![(1, capacity.saturating_sub(1))],
+            free: FreeRanges(vec![(1, capacity.saturating_sub(1))]),
             objects: StdHashMap::new(),
             processes: StdHashMap::new(),
             pending: HashSet::new(),
@@ -259,7 +272,7 @@ impl UnwindTables {
             .map_err(TablesError::from)
             .and_then(|maps| self.publish(pid, &maps));
         if let Err(err) = self.wanted.remove(&pid)
-            && !matches!(err, MapError::KeyNotFound)
+            && !is_missing(&err)
         {
             debug!("clearing the unwind request of pid {pid}: {err}");
         }
@@ -303,12 +316,12 @@ impl UnwindTables {
     /// Stops unwinding `pid`: its mappings leave the kernel map and its objects lose a user.
     pub fn forget(&mut self, pid: u32) {
         if let Err(err) = self.wanted.remove(&pid)
-            && !matches!(err, MapError::KeyNotFound)
+            && !is_missing(&err)
         {
             debug!("clearing the unwind request of pid {pid}: {err}");
         }
         if let Err(err) = self.mappings.remove(&pid)
-            && !matches!(err, MapError::KeyNotFound)
+            && !is_missing(&err)
         {
             debug!("removing the mappings of pid {pid}: {err}");
         }
@@ -320,9 +333,10 @@ impl UnwindTables {
 
     /// What the tables hold.
     pub fn usage(&self) -> TablesUsage {
-        let free: u64 = self.free.iter().map(|&(_, len)| u64::from(len)).sum();
+        let free = self.free.total();
         TablesUsage {
-            rows: u64::from(self.capacity) - free,
+            // The stop row is not counted: the map is empty when no object has rows.
+            rows: u64::from(self.capacity).saturating_sub(free + 1),
             capacity: u64::from(self.capacity),
             objects: self.objects.len() as u64,
             processes: self.processes.len() as u64,
@@ -400,7 +414,7 @@ impl UnwindTables {
         for (index, row) in built.rows.iter().enumerate() {
             if let Err(err) = self.rows.set(first + index as u32, row, 0) {
                 warn!("writing the unwind rows of {}: {err}", object.path);
-                self.free_range(first, built.rows.len() as u32);
+                self.free.release(first, built.rows.len() as u32);
                 return object;
             }
         }
@@ -421,13 +435,7 @@ impl UnwindTables {
     fn allocate(&mut self, len: usize) -> Option<u32> {
         let len = u32::try_from(len).ok()?;
         loop {
-            if let Some(index) = self.free.iter().position(|&(_, free)| free >= len) {
-                let (first, free) = self.free[index];
-                if free == len {
-                    self.free.remove(index);
-                } else {
-                    self.free[index] = (first + len, free - len);
-                }
+            if let Some(first) = self.free.take(len) {
                 return Some(first);
             }
             let victim = self
@@ -445,23 +453,45 @@ impl UnwindTables {
             && let Some((first, len)) = object.range
         {
             debug!("{}: unwind rows released", object.path);
-            self.free_range(first, len);
+            self.free.release(first, len);
         }
     }
+}
 
-    fn free_range(&mut self, first: u32, len: u32) {
-        let index = self.free.partition_point(|&(start, _)| start < first);
-        self.free.insert(index, (first, len));
-        // Coalesce with the neighbours.
-        if index + 1 < self.free.len()
-            && self.free[index].0 + self.free[index].1 == self.free[index + 1].0
-        {
-            self.free[index].1 += self.free[index + 1].1;
-            self.free.remove(index + 1);
+/// The free ranges of the rows map, (first, length), sorted and coalesced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FreeRanges(Vec<(u32, u32)>);
+
+impl FreeRanges {
+    /// Rows free in all.
+    fn total(&self) -> u64 {
+        self.0.iter().map(|&(_, len)| u64::from(len)).sum()
+    }
+
+    /// The first of `len` rows taken from the first range that holds them.
+    fn take(&mut self, len: u32) -> Option<u32> {
+        let index = self.0.iter().position(|&(_, free)| free >= len)?;
+        let (first, free) = self.0[index];
+        if free == len {
+            self.0.remove(index);
+        } else {
+            self.0[index] = (first + len, free - len);
         }
-        if index > 0 && self.free[index - 1].0 + self.free[index - 1].1 == self.free[index].0 {
-            self.free[index - 1].1 += self.free[index].1;
-            self.free.remove(index);
+        Some(first)
+    }
+
+    /// Gives `len` rows from `first` back, joining them to their free neighbours.
+    fn release(&mut self, first: u32, len: u32) {
+        let ranges = &mut self.0;
+        let index = ranges.partition_point(|&(start, _)| start < first);
+        ranges.insert(index, (first, len));
+        if index + 1 < ranges.len() && ranges[index].0 + ranges[index].1 == ranges[index + 1].0 {
+            ranges[index].1 += ranges[index + 1].1;
+            ranges.remove(index + 1);
+        }
+        if index > 0 && ranges[index - 1].0 + ranges[index - 1].1 == ranges[index].0 {
+            ranges[index - 1].1 += ranges[index].1;
+            ranges.remove(index);
         }
     }
 }
@@ -489,6 +519,28 @@ fn bias(segments: &[Segment], start: u64, offset: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ranges_are_taken_first_fit_and_coalesce_when_given_back() {
+        let mut free = FreeRanges(vec![(1, 99)]);
+        let a = free.take(10).unwrap();
+        let b = free.take(20).unwrap();
+        let c = free.take(30).unwrap();
+        assert_eq!((a, b, c), (1, 11, 31));
+        assert_eq!(free.total(), 39);
+        assert_eq!(free.take(40), None);
+        free.release(b, 20);
+        // The hole left by b is reused first.
+        assert_eq!(free.take(5), Some(11));
+        free.release(11, 5);
+        free.release(a, 10);
+        free.release(c, 30);
+        assert_eq!(
+            free,
+            FreeRanges(vec![(1, 99)]),
+            "every range joins back into one"
+        );
+    }
 
     #[test]
     fn bias_follows_the_segment_that_holds_the_offset() {
