@@ -16,8 +16,8 @@
 //!    from `/proc/PID/task/TID/syscall` for threads blocked at the time, at most
 //!    [`MAX_STACK_READS`] of them) is `thread_stacks`.
 //! 5. glibc's allocator is `heap`: the heaps of its other arenas (64 MiB-aligned mappings that
-//!    start with glibc's `heap_info`, whose first word points at its arena, 32 bytes into the
-//!    first heap of that arena) and the blocks it mapped on its own (mappings that start with the
+//!    start with glibc's `heap_info`, whose first word points at its arena, a few dozen bytes
+//!    into the first heap of that arena) and the blocks it mapped on its own (mappings that start with the
 //!    chunk header of a mapped chunk that fits them). The first 16 bytes of each anonymous
 //!    mapping are read with `process_vm_readv`.
 //! 6. A writable anonymous mapping right above an inaccessible one is a thread stack above its
@@ -39,9 +39,9 @@ use crate::watch::trend;
 /// glibc's arenas other than the main one are `HEAP_MAX_SIZE` (64 MiB on 64-bit) mappings
 /// aligned to their size.
 const GLIBC_ARENA_ALIGN: u64 = 64 << 20;
-/// Bytes of glibc's `heap_info` at the start of an arena's heap, after which the first heap of
-/// an arena holds the arena itself.
-const GLIBC_HEAP_INFO_SIZE: u64 = 32;
+/// Most bytes of glibc's `heap_info` at the start of an arena's heap (32 before glibc 2.35, 48
+/// since), after which the first heap of an arena holds the arena itself.
+const GLIBC_HEAP_INFO_MAX: u64 = 128;
 /// glibc's flag of a chunk mapped on its own.
 const GLIBC_IS_MMAPPED: u64 = 0x2;
 /// The three flag bits of a glibc chunk size.
@@ -133,10 +133,53 @@ fn is_glibc_arena_heap(
     let Some([arena, _]) = header(i).filter(|_| aligned(&entries[i])) else {
         return false;
     };
-    let first_heap = arena.wrapping_sub(GLIBC_HEAP_INFO_SIZE);
-    entries
+    let first_heap = arena & !(GLIBC_ARENA_ALIGN - 1);
+    arena - first_heap < GLIBC_HEAP_INFO_MAX
+        && entries
+            .iter()
+            .any(|entry| entry.map.start == first_heap && is_anonymous(entry))
+}
+
+/// The class of mapping `i` of `entries` (in address order), given the stack pointers of the
+/// process's threads and `header(i)`, the first two words of mapping `i` where they were read.
+fn class_of(
+    entries: &[SmapsEntry],
+    i: usize,
+    stack_pointers: &[u64],
+    header: &impl Fn(usize) -> Option<[u64; 2]>,
+) -> Class {
+    let entry = &entries[i];
+    let map = &entry.map;
+    let path = map.path.as_deref().unwrap_or("");
+    if path == "[heap]" {
+        Class::Heap
+    } else if path == "[stack]" {
+        Class::ThreadStacks
+    } else if is_shmem(entry) {
+        Class::Shmem
+    } else if !is_anonymous(entry) {
+        Class::File
+    } else if stack_pointers
         .iter()
-        .any(|entry| entry.map.start == first_heap && aligned(entry) && is_anonymous(entry))
+        .any(|&sp| map.start <= sp && sp < map.end)
+    {
+        Class::ThreadStacks
+    } else if map.writable
+        && (is_glibc_arena_heap(entries, i, header)
+            || header(i).is_some_and(|words| is_glibc_mapped_chunk(words, map.end - map.start)))
+    {
+        Class::Heap
+    } else if map.writable
+        && i > 0
+        && entries[i - 1].map.end == map.start
+        && is_anonymous(&entries[i - 1])
+        && !entries[i - 1].map.readable
+        && !entries[i - 1].map.writable
+    {
+        Class::ThreadStacks
+    } else {
+        Class::AnonMappings
+    }
 }
 
 /// Classifies the mappings of `entries` (in address order), given the stack pointers of the
@@ -149,38 +192,7 @@ pub fn classify(
     let mut bytes = ClassBytes::default();
     for (i, entry) in entries.iter().enumerate() {
         bytes.swap += entry.swap;
-        let map = &entry.map;
-        let path = map.path.as_deref().unwrap_or("");
-        let class = if path == "[heap]" {
-            Class::Heap
-        } else if path == "[stack]" {
-            Class::ThreadStacks
-        } else if is_shmem(entry) {
-            Class::Shmem
-        } else if !is_anonymous(entry) {
-            Class::File
-        } else if stack_pointers
-            .iter()
-            .any(|&sp| map.start <= sp && sp < map.end)
-        {
-            Class::ThreadStacks
-        } else if map.writable
-            && (is_glibc_arena_heap(entries, i, &header)
-                || header(i).is_some_and(|words| is_glibc_mapped_chunk(words, map.end - map.start)))
-        {
-            Class::Heap
-        } else if map.writable
-            && i > 0
-            && entries[i - 1].map.end == map.start
-            && is_anonymous(&entries[i - 1])
-            && !entries[i - 1].map.readable
-            && !entries[i - 1].map.writable
-        {
-            Class::ThreadStacks
-        } else {
-            Class::AnonMappings
-        };
-        let slot = match class {
+        let slot = match class_of(entries, i, stack_pointers, &header) {
             Class::Heap => &mut bytes.heap,
             Class::AnonMappings => &mut bytes.anon_mappings,
             Class::ThreadStacks => &mut bytes.thread_stacks,
@@ -197,25 +209,41 @@ pub fn classify(
     bytes
 }
 
+/// The first two words of the private writable anonymous mappings of `entries` that hold
+/// resident memory, read from process `pid`'s memory.
+struct Headers {
+    /// Indices of the mappings read, in order.
+    read: Vec<usize>,
+    words: Vec<Option<[u64; 2]>>,
+}
+
+impl Headers {
+    fn read(pid: Pid, entries: &[SmapsEntry]) -> Self {
+        let read: Vec<usize> = (0..entries.len())
+            .filter(|&i| {
+                let entry = &entries[i];
+                is_anonymous(entry) && entry.map.writable && !entry.map.shared && entry.rss > 0
+            })
+            .collect();
+        let starts: Vec<u64> = read.iter().map(|&i| entries[i].map.start).collect();
+        let words = procfs::read_remote_pairs(pid, &starts);
+        Headers { read, words }
+    }
+
+    fn get(&self, i: usize) -> Option<[u64; 2]> {
+        self.read
+            .binary_search(&i)
+            .ok()
+            .and_then(|position| self.words[position])
+    }
+}
+
 /// Reads and classifies the memory of process `pid` now.
 pub fn sample(pid: Pid) -> Result<ClassBytes, ProcError> {
     let entries = procfs::read_smaps(pid)?;
     let stack_pointers = procfs::read_thread_stack_pointers(pid, MAX_STACK_READS)?;
-    let candidates: Vec<usize> = (0..entries.len())
-        .filter(|&i| {
-            let entry = &entries[i];
-            is_anonymous(entry) && entry.map.writable && !entry.map.shared && entry.rss > 0
-        })
-        .collect();
-    let starts: Vec<u64> = candidates.iter().map(|&i| entries[i].map.start).collect();
-    let headers = procfs::read_remote_pairs(pid, &starts);
-    let header = |i: usize| {
-        candidates
-            .binary_search(&i)
-            .ok()
-            .and_then(|position| headers[position])
-    };
-    Ok(classify(&entries, &stack_pointers, header))
+    let headers = Headers::read(pid, &entries);
+    Ok(classify(&entries, &stack_pointers, |i| headers.get(i)))
 }
 
 /// Samples of a process's classes over time, and the growth of each.
@@ -360,7 +388,7 @@ mod tests {
     /// chunk, and a 64 MiB-aligned mapping of the program's.
     fn header(i: usize) -> Option<[u64; 2]> {
         match i {
-            3 => Some([0x7f1e_2400_0020, 0]),
+            3 => Some([0x7f1e_2400_0030, 0]),
             8 => Some([0, 266_240 | 2]),
             9 => Some([0, 0]),
             _ => None,
@@ -429,6 +457,43 @@ mod tests {
         assert_eq!(memory.swap.growth_bytes_per_second, -0.5);
         assert_eq!(memory.fastest_growing().map(|(name, _)| name), Some("heap"));
         assert_eq!(history.latest().map(|bytes| bytes.swap), Some(91));
+    }
+
+    #[test]
+    fn a_threads_arena_is_heap() {
+        // A thread's first allocation comes from an arena of its own (glibc hands each new
+        // thread one while there are fewer than eight per core).
+        let block = std::thread::spawn(|| {
+            let block = vec![7u8; 4096];
+            let address = block.as_ptr() as u64;
+            std::mem::forget(block);
+            address
+        })
+        .join()
+        .unwrap();
+        let pid = std::process::id();
+        let entries = procfs::read_smaps(pid).unwrap();
+        let i = entries
+            .iter()
+            .position(|entry| entry.map.start <= block && block < entry.map.end)
+            .unwrap();
+        let headers = Headers::read(pid, &entries);
+        if entries[i].map.path.as_deref() == Some("[heap]") {
+            eprintln!("the thread was given the main arena: nothing to check");
+            return;
+        }
+        assert!(
+            entries[i].map.start.is_multiple_of(GLIBC_ARENA_ALIGN),
+            "{:?}",
+            entries[i]
+        );
+        assert_eq!(
+            class_of(&entries, i, &[], &|i| headers.get(i)),
+            Class::Heap,
+            "{:?} starts with {:x?}",
+            entries[i],
+            headers.get(i)
+        );
     }
 
     #[test]
