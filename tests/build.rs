@@ -101,7 +101,7 @@ const PROGRAMS: &[Program] = &[
     scenario("cache_plateau", "cache_plateau.c", Language::C),
     scenario("cache_turnover", "cache_turnover.c", Language::C),
     scenario("index_retained", "index_retained.c", Language::C),
-    scenario("unjoined_threads", "unjoined_threads.c", Language::C),
+    scenario("stuck_workers", "stuck_workers.c", Language::C),
     scenario("thread_pool", "thread_pool.c", Language::C),
     scenario("sawtooth", "sawtooth.c", Language::C),
     scenario("churn", "churn.c", Language::C),

@@ -233,7 +233,7 @@ impl Fleet {
         .collect();
         thread::sleep(STAGGER);
         let pids_cgroup = PidsCgroup::create();
-        let mut threads = Command::new(scenario_path("unjoined_threads"));
+        let mut threads = Command::new(scenario_path("stuck_workers"));
         threads.arg(SCENARIO_SECONDS);
         if let Some(cgroup) = &pids_cgroup {
             cgroup.enter(&mut threads);
@@ -242,7 +242,7 @@ impl Fleet {
             rss,
             Leak::start("vsz_leak", Reason::Vsz, 5.0 * 1024.0 * 1024.0),
             Leak::start("fd_leak", Reason::Fds, 20.0),
-            Leak::start_command("unjoined_threads", Reason::Threads, 4.0, threads),
+            Leak::start_command("stuck_workers", Reason::Threads, 4.0, threads),
         ];
         Fleet {
             leaks,
@@ -371,7 +371,7 @@ fn daemon_suspects_leaks_traces_them_and_exports_metrics() {
     let rss_pid = rss.process.pid();
     let (rss_detected, _) = rss.detected.expect("the RSS leak was suspected");
     let fd_pid = fleet.leak("fd_leak").process.pid();
-    let threads_pid = fleet.leak("unjoined_threads").process.pid();
+    let threads_pid = fleet.leak("stuck_workers").process.pid();
     if fleet.pids_cgroup.is_some() {
         // Forecast against the cgroup's pids.max: what is left of 2000 at 4 threads a second
         // (kernel.threads-max, the other limit, leaves hours).

@@ -65,7 +65,7 @@ fn a_pruned_index_is_retained_not_leaked() {
 
 #[test]
 fn piled_up_threads_grow_in_thread_stacks() {
-    let run = trace_command(INTERVAL, "unjoined_threads", &[RUN_SECONDS]);
+    let run = trace_command(INTERVAL, "stuck_workers", &[RUN_SECONDS]);
     assert_grows_in(&run.report, "thread_stacks");
     let stacks = memory(&run.report).thread_stacks;
     // 4 threads a second, a few pages of stack each.

@@ -1,5 +1,5 @@
 /*
- * unjoined_threads: a worker thread is started every 250 ms to handle a request and, on a path
+ * stuck_workers: a worker thread is started every 250 ms to handle a request and, on a path
  * that forgets to signal it, waits forever instead of finishing: it is never joined, and threads
  * pile up at 4 a second. A thread leak.
  */
@@ -33,6 +33,6 @@ int main(int argc, char **argv)
             started++;
     }
     SCENARIO_ESCAPE(&started);
-    scenario_summary("unjoined_threads", NULL, 0);
+    scenario_summary("stuck_workers", NULL, 0);
     return 0;
 }
