@@ -151,7 +151,8 @@ pub struct HeapLive {
     /// Bytes of the allocations made during the window and still live at its end.
     pub live_bytes: u64,
     /// Growth of the live allocations: those made during the window, less the memory allocated
-    /// before it that was freed (where the allocator tells the bytes).
+    /// before it that was freed (where the allocator tells the bytes, and unless the trace was
+    /// sampled: then the frees of unsampled allocations cannot be told from those).
     pub live_growth_bytes_per_second: f64,
     /// The heap's growth that is not live allocations: freed memory the allocator keeps
     /// (fragmentation, arenas not trimmed), not leaked.

@@ -424,7 +424,12 @@ impl Session {
         let time = self.started.elapsed().as_secs_f64();
         self.releases.push(releases);
         self.allocated = totals.values().map(|stats| stats.bytes).sum();
-        let released = self.releases.bytes.last().copied().unwrap_or(0.0);
+        // In a sampled trace, most frees of unknown addresses are of unsampled allocations, not
+        // of older memory: nothing is subtracted.
+        let released = match self.params.sample_rate {
+            0 => self.releases.bytes.last().copied().unwrap_or(0.0),
+            _ => 0.0,
+        };
         if self.live.len() >= MAX_MEMORY_SAMPLES {
             self.live.pop_front();
         }
