@@ -788,7 +788,7 @@ impl Session {
             .collect();
         let mut symbolized = symbolizer.symbolize(&self.history, &addresses).into_iter();
         let python = &mut self.python;
-        let stacks = stacks
+        let stacks: Vec<StackReport> = stacks
             .into_iter()
             .map(|(frames, mut report)| {
                 report.frames = frames
@@ -808,6 +808,26 @@ impl Session {
                 report
             })
             .collect();
+
+        let memory = self.memory();
+        // The process's own memory as evidence: turnover reuses the memory it releases, so the
+        // heap does not grow with the stacks judged turnover. When it does, say so.
+        let turnover: f64 = stacks
+            .iter()
+            .filter(|stack| stack.turnover)
+            .map(|stack| stack.growth_bytes_per_second)
+            .sum();
+        if let Some(heap) = memory.as_ref().map(|memory| memory.heap)
+            && turnover > 0.0
+            && heap.growth_bytes_per_second >= 0.5 * turnover
+        {
+            self.notes.push(format!(
+                "the heap grew {:.0} B/s beside the stacks judged turnover ({turnover:.0} B/s): \
+                 the memory released before the window was not reused (retained by the \
+                 allocator), or the turnover verdict is wrong",
+                heap.growth_bytes_per_second
+            ));
+        }
 
         let counters = tracer.counters()?;
         let mut dropped = BTreeMap::new();
@@ -852,7 +872,7 @@ impl Session {
             stacks,
             method: self.params.method,
             releases,
-            memory: self.memory(),
+            memory,
         })
     }
 
