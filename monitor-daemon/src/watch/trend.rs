@@ -73,6 +73,8 @@
 //! the verdict: in turnover the released memory is reused by the new allocations, so the heap
 //! stays flat and its live allocations (the traced allocations less the older memory released)
 //! do not grow; heap growth beside flat live allocations is memory retained by the allocator.
+//! A report whose heap grew at half the rate of its turnover stacks or more says so in a note:
+//! the released memory was not reused (fragmentation), or the verdict is wrong.
 //!
 //! Failure modes, each of which ends when the older memory has been released:
 //!
