@@ -53,6 +53,7 @@ fn view() -> ProcessView {
         traced: false,
         outstanding_bytes: None,
         latest_report: None,
+        memory: None,
     }
 }
 

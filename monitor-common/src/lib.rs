@@ -120,6 +120,61 @@ impl AllocFn {
     pub const fn allocates(self) -> bool {
         !matches!(self, Self::Free)
     }
+
+    /// The attach cookie of a `free` probe whose allocator lays blocks out as `size` says
+    /// (`free` samples nothing, so the bits of the sample rate carry it).
+    pub const fn free_cookie(size: FreedSize) -> u64 {
+        Self::Free as u64 | (size as u64) << COOKIE_RATE_SHIFT
+    }
+}
+
+/// How `free_enter` learns the size of a block it never saw allocated, from the allocator that
+/// owns the probed `free`: carried in the probe's cookie (see [`AllocFn::free_cookie`]).
+#[repr(u64)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FreedSize {
+    /// The allocator does not say: such frees are counted, their bytes are 0 (jemalloc,
+    /// tcmalloc, mimalloc: their sizes live in side tables the kernel programs cannot search).
+    Unknown = 0,
+    /// glibc's malloc: the chunk header just before the block holds the chunk size (see
+    /// [`glibc_usable_size`]).
+    GlibcChunk = 1,
+}
+
+impl FreedSize {
+    /// The layout carried by a `free` probe's cookie.
+    pub const fn from_cookie(cookie: u64) -> Self {
+        match cookie >> COOKIE_RATE_SHIFT {
+            1 => Self::GlibcChunk,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+/// glibc's chunk flag: the chunk was mapped on its own (`IS_MMAPPED`).
+const GLIBC_IS_MMAPPED: u64 = 0x2;
+/// glibc's three flag bits at the bottom of a chunk's size field.
+const GLIBC_SIZE_FLAGS: u64 = 0x7;
+/// glibc's smallest chunk on x86-64, and its alignment.
+const GLIBC_MIN_CHUNK: u64 = 32;
+/// See [`GLIBC_MIN_CHUNK`].
+const GLIBC_CHUNK_ALIGN: u64 = 16;
+
+/// The usable size of a glibc malloc block whose chunk header's size field (the 8 bytes just
+/// before the block) is `header`, as `malloc_usable_size` computes it: the chunk size without
+/// its flag bits, less the header (16 bytes for a chunk mapped on its own, else 8: the next
+/// chunk's `prev_size` belongs to this one while it is in use). 0 when `header` is no chunk
+/// size (not aligned, or smaller than the smallest chunk).
+pub const fn glibc_usable_size(header: u64) -> u64 {
+    let chunk = header & !GLIBC_SIZE_FLAGS;
+    if chunk < GLIBC_MIN_CHUNK || !chunk.is_multiple_of(GLIBC_CHUNK_ALIGN) {
+        return 0;
+    }
+    if header & GLIBC_IS_MMAPPED != 0 {
+        chunk - 16
+    } else {
+        chunk - 8
+    }
 }
 
 /// `TARGETS` value bit: the process's allocator calls are probed.
@@ -191,6 +246,29 @@ pub struct StackStats {
     pub bytes: u64,
     /// Outstanding allocations in units of [`WEIGHT_ONE`].
     pub count: u64,
+}
+
+/// Key of the frees, in one process at one freeing site, of addresses the trace never saw
+/// allocated (allocated before the probes were attached, mostly).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ReleaseKey {
+    /// Process (thread group) id.
+    pub tgid: u32,
+    /// Always zero.
+    pub pad: u32,
+    /// The return address into `free`'s caller (0 when it could not be read).
+    pub site: u64,
+}
+
+/// Running totals of the frees of one [`ReleaseKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReleaseStats {
+    /// Frees.
+    pub frees: u64,
+    /// Their usable bytes, where the allocator tells them (see [`FreedSize`]); else 0.
+    pub bytes: u64,
 }
 
 /// The frames of a user stack, innermost first.
@@ -698,10 +776,12 @@ pub enum Stat {
     TruncatedTooDeep = 16,
     /// Write faults of processes traced by their page faults, sent to user space.
     PageFaults = 17,
+    /// Frees of unknown addresses not counted by site because the releases map was full.
+    DroppedReleasesFull = 18,
 }
 
 /// Number of entries of the statistics array.
-pub const STAT_COUNT: u32 = 18;
+pub const STAT_COUNT: u32 = 19;
 
 impl Stat {
     /// Every counter, in index order.
@@ -724,6 +804,7 @@ impl Stat {
         Self::TruncatedBadFrame,
         Self::TruncatedTooDeep,
         Self::PageFaults,
+        Self::DroppedReleasesFull,
     ];
 
     /// Stable snake_case name used in reports and metrics.
@@ -747,6 +828,7 @@ impl Stat {
             Self::TruncatedBadFrame => "stacks_truncated_bad_frame",
             Self::TruncatedTooDeep => "stacks_truncated_too_deep",
             Self::PageFaults => "page_faults",
+            Self::DroppedReleasesFull => "releases_map_full",
         }
     }
 
@@ -760,6 +842,7 @@ impl Stat {
                 | Self::DroppedInflightFull
                 | Self::DroppedRingbufFull
                 | Self::DroppedUnmatchedReturn
+                | Self::DroppedReleasesFull
         )
     }
 }
@@ -769,7 +852,8 @@ mod pod {
     //! `aya::Pod` for every type user space reads from or writes to a map.
     use super::{
         AllocInfo, AllocKey, CachedWalk, Event, ExecMapping, InFlight, ProcMappings, PythonProcess,
-        SampleBucket, StackKey, StackStats, StackTrace, SyscallArgs, UnwindRow, WalkKey,
+        ReleaseKey, ReleaseStats, SampleBucket, StackKey, StackStats, StackTrace, SyscallArgs,
+        UnwindRow, WalkKey,
     };
 
     // SAFETY: all of these are #[repr(C)] structs of integers with no implicit padding.
@@ -802,6 +886,10 @@ mod pod {
     unsafe impl aya::Pod for PythonProcess {}
     // SAFETY: as above.
     unsafe impl aya::Pod for CachedWalk {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ReleaseKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for ReleaseStats {}
 }
 
 #[cfg(test)]
@@ -857,5 +945,32 @@ mod tests {
         for (index, stat) in Stat::ALL.iter().enumerate() {
             assert_eq!(*stat as usize, index);
         }
+    }
+
+    #[test]
+    fn free_cookies_carry_the_block_layout() {
+        for size in [FreedSize::Unknown, FreedSize::GlibcChunk] {
+            let cookie = AllocFn::free_cookie(size);
+            assert_eq!(AllocFn::from_cookie(cookie), Some(AllocFn::Free));
+            assert_eq!(FreedSize::from_cookie(cookie), size);
+        }
+        assert_eq!(
+            FreedSize::from_cookie(AllocFn::Free.cookie(0)),
+            FreedSize::Unknown
+        );
+    }
+
+    #[test]
+    fn glibc_usable_sizes_as_malloc_usable_size() {
+        // malloc(4096) on x86-64: a 4112-byte chunk in use after an in-use one (PREV_INUSE).
+        assert_eq!(glibc_usable_size(4112 | 1), 4104);
+        // malloc(24): the smallest chunk; NON_MAIN_ARENA does not change the size.
+        assert_eq!(glibc_usable_size(32 | 1 | 4), 24);
+        // A 256 KiB block mapped on its own: 4 KiB pages, 16 bytes of header.
+        assert_eq!(glibc_usable_size(266_240 | 2), 266_224);
+        // Not a chunk size: misaligned, too small.
+        assert_eq!(glibc_usable_size(4104), 0);
+        assert_eq!(glibc_usable_size(16 | 1), 0);
+        assert_eq!(glibc_usable_size(0), 0);
     }
 }

@@ -611,14 +611,20 @@ impl Daemon {
             self.last_counters = None;
             return;
         }
-        match self.tracer.stack_totals_by_process() {
-            Ok((totals, entries)) => {
+        match self
+            .tracer
+            .stack_totals_by_process()
+            .and_then(|totals| Ok((totals, self.tracer.releases_by_process()?)))
+        {
+            Ok(((totals, entries), releases)) => {
                 self.health
                     .map_entries
                     .insert("STACK_STATS".to_owned(), entries as u64);
-                let empty = HashMap::new();
                 for (pid, running) in &mut self.running {
-                    running.session.sample(totals.get(pid).unwrap_or(&empty));
+                    running.session.sample(
+                        totals.get(pid).unwrap_or(&HashMap::new()),
+                        releases.get(pid).unwrap_or(&HashMap::new()),
+                    );
                     running.session.refresh_modules(&mut self.tracer);
                 }
             }
@@ -1074,6 +1080,10 @@ impl Daemon {
             if let Some(running) = self.running.get(&view.pid) {
                 view.traced = true;
                 view.outstanding_bytes = Some(running.session.outstanding_bytes());
+                // The trace's sample of the memory classes knows the live allocations too.
+                if let Some(memory) = running.session.memory() {
+                    view.memory = Some(memory);
+                }
             }
             view.latest_report = self
                 .latest_reports

@@ -155,6 +155,87 @@ pub struct ProcessView {
     pub outstanding_bytes: Option<u64>,
     /// Id of its latest stored report.
     pub latest_report: Option<String>,
+    /// What its resident memory is made of, for a suspected or traced process (absent
+    /// otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
+}
+
+/// One class of a process's memory: its resident bytes at the latest sample and their growth.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct MemoryClass {
+    /// Bytes (for `swap`, bytes in swap).
+    pub resident_bytes: u64,
+    /// Robust growth (Theil-Sen) over the samples of the window.
+    pub growth_bytes_per_second: f64,
+}
+
+/// What a process's memory is made of, from `/proc/PID/smaps` with each mapping given to one
+/// class (see `watch::memory`). The resident classes add up to the RSS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// The allocator's memory: the program break (`[heap]`), glibc's other arenas and the
+    /// blocks it mapped on their own.
+    pub heap: MemoryClass,
+    /// Other private anonymous memory: mappings the program made itself (or an allocator
+    /// leakmon does not recognize), and the written pages of private file mappings.
+    pub anon_mappings: MemoryClass,
+    /// The threads' stacks.
+    pub thread_stacks: MemoryClass,
+    /// Pages of mapped files.
+    pub file: MemoryClass,
+    /// Shared memory: shared anonymous mappings, `memfd`, `/dev/shm`, System V segments.
+    pub shmem: MemoryClass,
+    /// Swapped-out memory of every class.
+    pub swap: MemoryClass,
+    /// Seconds of samples the growth rates are fitted over.
+    pub window_seconds: f64,
+    /// When traced: how much of the heap is live allocations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_live: Option<HeapLive>,
+}
+
+impl Memory {
+    /// The classes by name, in the order of the JSON.
+    pub fn classes(&self) -> [(&'static str, &MemoryClass); 6] {
+        [
+            ("heap", &self.heap),
+            ("anon_mappings", &self.anon_mappings),
+            ("thread_stacks", &self.thread_stacks),
+            ("file", &self.file),
+            ("shmem", &self.shmem),
+            ("swap", &self.swap),
+        ]
+    }
+
+    /// The class growing fastest, if any grows.
+    pub fn fastest_growing(&self) -> Option<(&'static str, &MemoryClass)> {
+        self.classes()
+            .into_iter()
+            .filter(|(_, class)| class.growth_bytes_per_second > 0.0)
+            .max_by(|a, b| {
+                a.1.growth_bytes_per_second
+                    .total_cmp(&b.1.growth_bytes_per_second)
+            })
+    }
+}
+
+/// The heap seen by a trace: its live allocations against its resident bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeapLive {
+    /// Bytes of the allocations made during the window and still live at its end.
+    pub live_bytes: u64,
+    /// Growth of the live allocations: those made during the window, less the memory allocated
+    /// before it that was freed (where the allocator tells the bytes, and unless the trace was
+    /// sampled: then the frees of unsampled allocations cannot be told from those).
+    pub live_growth_bytes_per_second: f64,
+    /// The heap's growth that is not live allocations: freed memory the allocator keeps
+    /// (fragmentation, arenas not trimmed), not leaked.
+    pub retained_growth_bytes_per_second: f64,
+    /// Resident heap bytes that are not live allocations, when the trace saw the process from
+    /// its start (otherwise the allocations made before the window are not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained_bytes: Option<u64>,
 }
 
 /// Health of the kernel side.

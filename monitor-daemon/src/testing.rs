@@ -115,5 +115,6 @@ pub(crate) fn process_view(pid: u32, comm: &str) -> crate::model::ProcessView {
         traced: false,
         outstanding_bytes: None,
         latest_report: None,
+        memory: None,
     }
 }

@@ -5,7 +5,10 @@
 //!   records the allocation under `(tgid, address)` with its size, time and stack, and adds it to
 //!   the per-stack totals. Allocator calls nested inside another one on the same thread (realloc
 //!   calling malloc, malloc calling mmap) are counted once, as the outer call.
-//! * `free_enter`: removes the freed allocation and subtracts it from its stack's totals.
+//! * `free_enter`: removes the freed allocation and subtracts it from its stack's totals. A free
+//!   of an address it never saw allocated (memory allocated before the trace) is counted by
+//!   process and freeing site (the return address into `free`'s caller) in `RELEASES`, with the
+//!   block's usable size where the allocator keeps it in a header (glibc).
 //! * `sys_{enter,exit}_{mmap,munmap,mremap,brk}`: the memory-mapping system calls of traced
 //!   processes, sent to user space (which keeps the interval bookkeeping partial unmaps need).
 //! * `sched_process_exit` / `sched_process_exec` (BTF tracepoints): stop tracing a process that
@@ -48,9 +51,10 @@ mod python;
 mod unwind;
 
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, BRK_NESTED, EXEC_STOPPED, Event, EventKind, InFlight,
-    SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackKey, StackStats,
-    StackTrace, Stat, SyscallArgs, TARGET_STOP_AT_EXEC, WEIGHT_ONE,
+    AllocFn, AllocInfo, AllocKey, BRK_NESTED, EXEC_STOPPED, Event, EventKind, FreedSize, InFlight,
+    ReleaseKey, ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket,
+    StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_STOP_AT_EXEC, WEIGHT_ONE,
+    glibc_usable_size,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
@@ -100,6 +104,9 @@ static STACKS: HashMap<StackKey, StackTrace> = HashMap::with_max_entries(32768, 
 
 #[map]
 static SYSCALLS: HashMap<u64, SyscallArgs> = HashMap::with_max_entries(16384, 0);
+
+#[map]
+static RELEASES: HashMap<ReleaseKey, ReleaseStats> = HashMap::with_max_entries(16384, 0);
 
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
@@ -534,11 +541,62 @@ pub fn free_enter(ctx: ProbeContext) -> u32 {
     if addr == 0 {
         return 0;
     }
-    match take_alloc(tgid, addr) {
-        Some(_) => count(Stat::Frees),
-        None => count(Stat::FreesUnknown),
+    if take_alloc(tgid, addr).is_some() {
+        count(Stat::Frees);
+        return 0;
     }
+    count(Stat::FreesUnknown);
+    record_release(&ctx, tgid, addr);
     0
+}
+
+/// Counts the free of `addr`, an address never seen allocated, under its freeing site.
+#[inline(always)]
+fn record_release(ctx: &ProbeContext, tgid: u32, addr: u64) {
+    // SAFETY: a uprobe's context is the user registers at the probe, which sits before `free`
+    // moves the stack pointer or stores through it (see the placement of probes in user
+    // space): [rsp] is the return address into the caller.
+    let site = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
+    // SAFETY: plain helper call.
+    let cookie = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let bytes = match FreedSize::from_cookie(cookie) {
+        FreedSize::GlibcChunk => {
+            // SAFETY: reads user memory through the checked helper.
+            let header =
+                unsafe { bpf_probe_read_user(addr.wrapping_sub(8) as *const u64) }.unwrap_or(0);
+            glibc_usable_size(header)
+        }
+        FreedSize::Unknown => 0,
+    };
+    let key = ReleaseKey { tgid, pad: 0, site };
+    let add = |stats: *mut ReleaseStats| {
+        // SAFETY: `stats` points into a live map value; the atomics make concurrent updates
+        // from other CPUs safe.
+        unsafe {
+            atomic_add(&raw mut (*stats).frees, 1);
+            atomic_add(&raw mut (*stats).bytes, bytes);
+        }
+    };
+    if let Some(stats) = RELEASES.get_ptr_mut(&key) {
+        add(stats);
+        return;
+    }
+    // As in `alloc_enter`: a probe that outlived the process's registration must not leave
+    // an entry nothing would purge.
+    if !is_target(tgid) {
+        return;
+    }
+    let fresh = ReleaseStats { frees: 1, bytes };
+    if RELEASES
+        .insert(&key, &fresh, u64::from(BPF_NOEXIST))
+        .is_err()
+    {
+        // Another CPU inserted the same site first, or the map is full.
+        match RELEASES.get_ptr_mut(&key) {
+            Some(stats) => add(stats),
+            None => count(Stat::DroppedReleasesFull),
+        }
+    }
 }
 
 /// The user registers the current system call was made with, for [`capture_stack`].

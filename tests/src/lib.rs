@@ -1608,12 +1608,13 @@ pub struct KernelMaps {
 /// unwind rows are shared by every process that maps an object, and kept a while after the last
 /// one, and the Python thread states are remembered per thread in a bounded least-recently-used
 /// map (checked at each use): they are not per-process state.
-pub const STATE_MAPS: [&str; 10] = [
+pub const STATE_MAPS: [&str; 11] = [
     "ALLOCS",
     "STACKS",
     "STACK_STATS",
     "INFLIGHT",
     "SYSCALLS",
+    "RELEASES",
     "TARGETS",
     "PROC_MAPPINGS",
     "UNWIND_WANTED",

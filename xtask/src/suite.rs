@@ -389,7 +389,7 @@ mod tests {
             .filter_map(|line| line.trim().strip_prefix("expr:"))
             .map(|expr| expr.trim().to_owned())
             .collect();
-        assert_eq!(alert_exprs.len(), 8, "{alert_exprs:?}");
+        assert_eq!(alert_exprs.len(), 9, "{alert_exprs:?}");
         for expr in dashboard_exprs.iter().chain(&alert_exprs) {
             let names = metric_names(expr);
             assert!(!names.is_empty(), "no metric in `{expr}`");
@@ -412,7 +412,7 @@ mod tests {
             .lines()
             .filter_map(|line| line.trim().strip_prefix("runbook_url: "))
             .collect();
-        assert_eq!(links.len(), 8);
+        assert_eq!(links.len(), 9);
         for link in links {
             let link = link.trim_matches('"');
             let (page, fragment) = link.split_once('#').expect("a link to a section");

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use crate::cli::client::{Client, ClientError, ReportFormat};
 use crate::config::{self, ConfigError};
 use crate::model::{OomKill, ProcessView, Reason, StoreHealth};
-use crate::report::text::{human_bytes, human_rate};
+use crate::report::text::{human_bytes, human_rate, memory_line};
 use crate::serve::api::{AccessError, Token};
 
 /// The configuration the packaged unit runs the daemon with; the on-call commands read the
@@ -293,14 +293,19 @@ fn write_suspect(out: &mut String, process: &ProcessView) {
     );
     let _ = writeln!(
         out,
-        "      RSS {} ({}), VSZ {} ({}), fds {} ({})",
+        "      RSS {} ({}), VSZ {} ({}), fds {} ({}), threads {} ({})",
         human_bytes(process.rss_bytes),
         human_rate(process.rss_growth_bytes_per_second),
         human_bytes(process.vsz_bytes),
         human_rate(process.vsz_growth_bytes_per_second),
         process.open_fds,
         human_count_rate(process.fd_growth_per_second),
+        process.threads,
+        human_count_rate(process.thread_growth_per_second),
     );
+    if let Some(memory) = &process.memory {
+        let _ = writeln!(out, "      {}", memory_line(memory));
+    }
     let mut facts = Vec::new();
     if let Some(seconds) = process.seconds_until_exhaustion {
         let limit = process
@@ -469,6 +474,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::model::{Memory, MemoryClass};
 
     #[test]
     fn connect_finds_the_daemon_in_its_configuration() {
@@ -560,6 +566,19 @@ mod tests {
         leaky.traced = true;
         leaky.outstanding_bytes = Some(12 * 1024 * 1024);
         leaky.latest_report = Some("4242-1700000000".to_owned());
+        leaky.threads = 9;
+        leaky.thread_growth_per_second = 0.25;
+        leaky.memory = Some(Memory {
+            heap: MemoryClass {
+                resident_bytes: 8 << 20,
+                growth_bytes_per_second: 3.0 * 1024.0 * 1024.0,
+            },
+            file: MemoryClass {
+                resident_bytes: 2 << 20,
+                growth_bytes_per_second: 0.0,
+            },
+            ..Memory::default()
+        });
         vec![leaky, process(1, "init")]
     }
 
@@ -594,7 +613,9 @@ mod tests {
              \n\
              suspects:\n  \
                4242 app [app.service]: rss, fds\n      \
-                 RSS 10.0 MiB (+3.0 MiB/s), VSZ 100.0 MiB (0 B/s), fds 12 (+0.50/s)\n      \
+                 RSS 10.0 MiB (+3.0 MiB/s), VSZ 100.0 MiB (0 B/s), fds 12 (+0.50/s), threads 9 \
+                 (+0.25/s)\n      \
+                 memory: RSS 10.0 MiB, +180.0 MiB/min: heap +180.0 MiB/min\n      \
                  runs out in 2h 13m; traced now; latest report 4242-1700000000\n\
              \n\
              traced:\n  \

@@ -1,5 +1,6 @@
 //! `leakmon top`: a live terminal view of the daemon's processes, sorted by growth and updated
-//! in place, with keys to change the sort, start a trace and read the latest report. It owns the
+//! in place (for a suspect, which class of its memory grows), with keys to change the sort, start
+//! a trace and read the latest report. It owns the
 //! terminal session (restored on exit and on panic), the view's state, its key bindings and its
 //! rendering; the data comes from the daemon's API through [`Client`].
 
@@ -17,7 +18,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 use crate::cli::client::{Client, ClientError, ReportFormat, TraceStarted};
 use crate::cli::oncall::{forecast_text, human_count_rate, human_duration};
 use crate::model::ProcessView;
-use crate::report::text::{human_bytes, human_rate};
+use crate::report::text::{human_bytes, human_rate, human_rate_per_minute};
 
 /// Length of the trace the `t` key starts.
 pub const TRACE_DURATION: Duration = Duration::from_secs(60);
@@ -91,6 +92,8 @@ pub enum SortColumn {
     Fds,
     /// Time until exhaustion, soonest first.
     Forecast,
+    /// Threads, most first.
+    Threads,
     /// Process id, ascending.
     Pid,
 }
@@ -103,7 +106,8 @@ impl SortColumn {
             Self::Rss => Self::Vsz,
             Self::Vsz => Self::FdGrowth,
             Self::FdGrowth => Self::Fds,
-            Self::Fds => Self::Forecast,
+            Self::Fds => Self::Threads,
+            Self::Threads => Self::Forecast,
             Self::Forecast => Self::Pid,
             Self::Pid => Self::RssGrowth,
         }
@@ -118,14 +122,16 @@ impl SortColumn {
             Self::Vsz => 5,
             Self::Fds => 6,
             Self::FdGrowth => 7,
-            Self::Forecast => 9,
+            Self::Threads => 8,
+            Self::Forecast => 11,
         }
     }
 }
 
-/// The table's column titles.
-pub const COLUMNS: [&str; 11] = [
-    "PID", "COMM", "UNIT", "RSS", "RSS/s", "VSZ", "FDS", "FDS/s", "SUSPECT", "FORECAST", "TRACED",
+/// The table's column titles (GROWS: the class of a suspect's memory that grows fastest).
+pub const COLUMNS: [&str; 13] = [
+    "PID", "COMM", "UNIT", "RSS", "RSS/s", "VSZ", "FDS", "FDS/s", "THR", "SUSPECT", "GROWS",
+    "FORECAST", "TRACED",
 ];
 
 /// Sorts `processes` by `column`, ties by pid.
@@ -139,6 +145,7 @@ pub fn sort_processes(processes: &mut [ProcessView], column: SortColumn) {
             SortColumn::Vsz => b.vsz_bytes.cmp(&a.vsz_bytes),
             SortColumn::FdGrowth => b.fd_growth_per_second.total_cmp(&a.fd_growth_per_second),
             SortColumn::Fds => b.open_fds.cmp(&a.open_fds),
+            SortColumn::Threads => b.threads.cmp(&a.threads),
             SortColumn::Forecast => {
                 let key = |p: &ProcessView| p.seconds_until_exhaustion.unwrap_or(f64::INFINITY);
                 key(a).total_cmp(&key(b))
@@ -150,7 +157,7 @@ pub fn sort_processes(processes: &mut [ProcessView], column: SortColumn) {
 }
 
 /// The cells of one process's row, in [`COLUMNS`] order.
-pub fn row_cells(process: &ProcessView) -> [String; 11] {
+pub fn row_cells(process: &ProcessView) -> [String; 13] {
     let suspect = if process.suspected {
         process
             .reasons
@@ -175,10 +182,32 @@ pub fn row_cells(process: &ProcessView) -> [String; 11] {
         human_bytes(process.vsz_bytes),
         process.open_fds.to_string(),
         human_count_rate(process.fd_growth_per_second),
+        process.threads.to_string(),
         suspect,
+        growing_class(process),
         forecast_text(process.seconds_until_exhaustion),
         traced,
     ]
+}
+
+/// The class of a suspect's memory that grows fastest, with its growth (`heap +1.2 MiB/min`).
+fn growing_class(process: &ProcessView) -> String {
+    let Some((name, class)) = process
+        .memory
+        .as_ref()
+        .and_then(|memory| memory.fastest_growing())
+    else {
+        return String::new();
+    };
+    let short = match name {
+        "anon_mappings" => "anon",
+        "thread_stacks" => "stacks",
+        other => other,
+    };
+    format!(
+        "{short} {}",
+        human_rate_per_minute(class.growth_bytes_per_second)
+    )
 }
 
 /// What a key asks the loop to do.
@@ -445,7 +474,9 @@ impl App {
             Constraint::Length(10),
             Constraint::Length(6),
             Constraint::Length(8),
+            Constraint::Length(6),
             Constraint::Length(11),
+            Constraint::Length(20),
             Constraint::Length(9),
             Constraint::Length(9),
         ];
@@ -483,7 +514,7 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::model::Reason;
+    use crate::model::{Memory, MemoryClass, Reason};
 
     fn process(pid: u32, comm: &str, rss: u64, growth: f64) -> ProcessView {
         ProcessView {
@@ -504,6 +535,18 @@ mod tests {
         leaky.fd_growth_per_second = 0.25;
         leaky.traced = true;
         leaky.outstanding_bytes = Some(5 * 1024 * 1024);
+        leaky.threads = 40;
+        leaky.memory = Some(Memory {
+            heap: MemoryClass {
+                resident_bytes: 200 << 20,
+                growth_bytes_per_second: 2048.0,
+            },
+            thread_stacks: MemoryClass {
+                resident_bytes: 1 << 20,
+                growth_bytes_per_second: 100.0,
+            },
+            ..Memory::default()
+        });
         let mut soon = process(7, "postgres", 1024 * 1024 * 1024, 10.0);
         soon.seconds_until_exhaustion = Some(120.0);
         vec![
@@ -555,10 +598,12 @@ mod tests {
         assert_eq!(pids(&list), [7, 4242, 1, 300]);
         sort_processes(&mut list, SortColumn::FdGrowth);
         assert_eq!(pids(&list), [4242, 1, 7, 300]);
+        sort_processes(&mut list, SortColumn::Threads);
+        assert_eq!(pids(&list), [4242, 1, 7, 300]);
         sort_processes(&mut list, SortColumn::Pid);
         assert_eq!(pids(&list), [1, 7, 300, 4242]);
         let mut column = SortColumn::RssGrowth;
-        for _ in 0..7 {
+        for _ in 0..8 {
             column = column.next();
         }
         assert_eq!(column, SortColumn::RssGrowth);
@@ -578,7 +623,9 @@ mod tests {
                 "1.2 GiB",
                 "4242",
                 "+0.25/s",
+                "40",
                 "rss,fds",
+                "heap +120.0 KiB/min",
                 "3h 10m",
                 "5.0 MiB",
             ]
@@ -586,14 +633,15 @@ mod tests {
         assert_eq!(
             row_cells(&list[0]),
             [
-                "1", "systemd", "-", "12.0 MiB", "0 B/s", "48.0 MiB", "1", "0/s", "", "-", "",
+                "1", "systemd", "-", "12.0 MiB", "0 B/s", "48.0 MiB", "1", "0/s", "1", "", "", "-",
+                "",
             ]
         );
     }
 
     #[test]
     fn renders_header_and_rows() {
-        let lines = screen(&app(), 130, 12);
+        let lines = screen(&app(), 160, 12);
         assert!(lines[0].contains("leakmon top"), "{lines:#?}");
         assert!(lines[0].contains("daemon 127.0.0.1:9464"), "{lines:#?}");
         assert!(
@@ -614,6 +662,7 @@ mod tests {
             .collect();
         assert_eq!(order, [3, 4, 5, 6], "{lines:#?}");
         assert!(lines[3].contains("rss,fds"), "{lines:#?}");
+        assert!(lines[3].contains("heap +120.0 KiB/min"), "{lines:#?}");
     }
 
     #[test]
@@ -655,7 +704,7 @@ mod tests {
             message: "the watcher stopped".to_owned(),
         }));
         assert_eq!(app.processes.len(), 4);
-        let lines = screen(&app, 130, 12);
+        let lines = screen(&app, 160, 12);
         assert!(lines[11].starts_with("the watcher stopped"), "{lines:#?}");
         app.refreshed(Ok(Vec::new()));
         assert_eq!(app.selected, 0);

@@ -158,7 +158,7 @@ pub async fn trace(
     let end = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                session.sample(&tracer.stack_totals(pid)?);
+                session.sample(&tracer.stack_totals(pid)?, &tracer.releases(pid)?);
                 session.refresh_modules(&mut tracer);
                 tracer.maintain_unwind();
                 if session.exited() && child.is_none() {

@@ -92,11 +92,11 @@ pub struct WatchConfig {
     pub min_vsz_growth_bytes_per_second: f64,
     /// Smallest growth of open file descriptors that can raise a suspicion. Default 0.5/s.
     pub min_fd_growth_per_second: f64,
+    /// Smallest growth of threads that can raise a suspicion. Default 0.5/s.
+    pub min_thread_growth_per_second: f64,
     /// The growth over the trend's span must also be at least this fraction of the current
     /// value. Default 0.05.
     pub min_relative_growth: f64,
-    /// Smallest growth of threads that can raise a suspicion. Default 0.5/s.
-    pub min_thread_growth_per_second: f64,
     /// A resource forecast to run out within this many seconds can make its process suspected
     /// within a few samples (`exhaustion_imminent`). Default 300.
     pub imminent_seconds: f64,
@@ -116,8 +116,8 @@ impl Default for WatchConfig {
             min_rss_growth_bytes_per_second: 32_768.0,
             min_vsz_growth_bytes_per_second: 1_048_576.0,
             min_fd_growth_per_second: 0.5,
-            min_relative_growth: 0.05,
             min_thread_growth_per_second: 0.5,
+            min_relative_growth: 0.05,
             imminent_seconds: 300.0,
             imminent_min_fraction: 0.2,
         }

@@ -81,8 +81,8 @@ impl Config {
                 min_rss_growth_bytes_per_second,
                 min_vsz_growth_bytes_per_second,
                 min_fd_growth_per_second,
-                min_relative_growth,
                 min_thread_growth_per_second,
+                min_relative_growth,
                 imminent_seconds,
                 imminent_min_fraction,
             } = watch;

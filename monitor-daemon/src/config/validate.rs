@@ -146,6 +146,11 @@ impl Config {
             watch.min_fd_growth_per_second,
             "descriptors per second",
         )?;
+        not_negative(
+            "watch.min_thread_growth_per_second",
+            watch.min_thread_growth_per_second,
+            "threads per second",
+        )?;
         ensure(
             (0.0..=1.0).contains(&watch.min_relative_growth),
             "watch.min_relative_growth",
@@ -155,11 +160,6 @@ impl Config {
                     watch.min_relative_growth
                 )
             },
-        )?;
-        not_negative(
-            "watch.min_thread_growth_per_second",
-            watch.min_thread_growth_per_second,
-            "threads per second",
         )?;
         not_negative("watch.imminent_seconds", watch.imminent_seconds, "seconds")?;
         ensure(
@@ -331,6 +331,11 @@ mod tests {
                 "[watch]\nmin_fd_growth_per_second = -1",
                 "watch.min_fd_growth_per_second",
                 "zero",
+            ),
+            (
+                "[watch]\nmin_thread_growth_per_second = -0.5",
+                "watch.min_thread_growth_per_second",
+                "threads per second",
             ),
             (
                 "[watch]\nmin_relative_growth = 1.5",

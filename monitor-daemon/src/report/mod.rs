@@ -6,8 +6,9 @@
 //! tools and the end-to-end tests read it.
 //!
 //! The report layer is used by every layer above it (the symbolizer's frames, the tracer's
-//! sessions, the server, the command line) and uses nothing else of the crate: a report is
-//! plain data, whoever produced it.
+//! sessions, the server, the command line) and uses nothing else of the crate but the shared
+//! model's memory breakdown ([`crate::model::Memory`]): a report is plain data, whoever
+//! produced it.
 
 pub mod folded;
 pub mod pprof;
@@ -18,6 +19,8 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::model::Memory;
 
 use self::folded::render_folded;
 use self::pprof::{PprofError, encode_pprof};
@@ -185,6 +188,14 @@ pub struct Report {
     /// How the process ended, once it has (recorded on its latest report).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end: Option<ProcessEnd>,
+    /// Frees of memory allocated before the window (addresses the trace never saw allocated),
+    /// by freeing site, most bytes (then frees) first; the evidence of the stacks judged
+    /// `turnover`, which name the sites that offset them.
+    #[serde(default)]
+    pub releases: Vec<ReleaseSite>,
+    /// What the process's memory was made of over the window, when it could be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<Memory>,
 }
 
 fn is_false(value: &bool) -> bool {
@@ -226,6 +237,20 @@ pub struct ProcessEnd {
     pub limit: Option<String>,
 }
 
+/// The frees, at one site, of memory allocated before the window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseSite {
+    /// The site: the return address into `free`'s caller, then, from the same address, the
+    /// functions inlined there (innermost first), as in a stack. Empty when the return
+    /// address could not be read.
+    pub frames: Vec<Frame>,
+    /// Frees over the window.
+    pub frees: u64,
+    /// Their usable bytes, when the allocator keeps them in a header (glibc); `None` when it
+    /// does not say (jemalloc, tcmalloc, mimalloc: counted only).
+    pub bytes: Option<u64>,
+}
+
 /// One allocator entry point as probed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProbeSite {
@@ -263,8 +288,20 @@ pub struct StackReport {
     pub growth_bytes_per_second: f64,
     /// Age of the oldest outstanding allocation, in seconds.
     pub oldest_age_seconds: f64,
-    /// Whether the outstanding bytes kept growing across the window (see `trend::assess`).
+    /// Whether the outstanding bytes kept growing across the window (see `trend::assess`), with
+    /// no release of older memory to offset them.
     pub leaking: bool,
+    /// Whether they grew across the window but the release of memory allocated before it
+    /// offsets that growth: a cache turning over, not a leak (see `trend::match_turnover`).
+    #[serde(default)]
+    pub turnover: bool,
+    /// Bytes released of memory allocated before the window that were matched to this stack's
+    /// growth (estimated from the frees when the allocator does not tell the bytes).
+    #[serde(default)]
+    pub released_bytes: u64,
+    /// The report's `releases` (indices) matched to this stack's growth.
+    #[serde(default)]
+    pub release_sites: Vec<usize>,
     /// Frames, innermost (the allocator's caller) first.
     pub frames: Vec<Frame>,
     /// The stack walk stopped before the outermost frame (no unwind rule for the next frame,

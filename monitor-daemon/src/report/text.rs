@@ -1,10 +1,13 @@
-//! The terminal rendering of a [`Report`]: a header, then the fastest-growing stacks with their
-//! frames, and the human units (KiB, MiB, ...) it is written in.
+//! The terminal rendering of a [`Report`]: a header (with one line on what the process's memory
+//! is made of, and one on the release of memory allocated before the window), then the
+//! fastest-growing stacks with their frames, and the human units (KiB, MiB, ...) it is written
+//! in.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{EndReason, Frame, Language, Method, ProcessEnd, Report, StackReport};
+use super::{EndReason, Frame, Language, Method, ProcessEnd, ReleaseSite, Report, StackReport};
+use crate::model::Memory;
 
 /// Renders `report` for a terminal: the header, then at most `top` stacks, leaking ones first,
 /// each group by growth rate, fastest first.
@@ -23,18 +26,109 @@ pub fn render_text(report: &Report, top: usize) -> String {
             .then(b.bytes.cmp(&a.bytes))
     });
     let leaking = stacks.iter().filter(|s| s.leaking).count();
+    let turnover = stacks.iter().filter(|s| s.turnover).count();
     let shown = stacks.len().min(top);
+    let turnover = if turnover > 0 {
+        format!(", {turnover} turnover")
+    } else {
+        String::new()
+    };
     let _ = writeln!(
         out,
-        "stacks: {} holding memory, {leaking} leaking; showing {shown}",
+        "stacks: {} holding memory, {leaking} leaking{turnover}; showing {shown}",
         stacks.len()
     );
     let unit = unit(report.method);
     for (rank, stack) in stacks.iter().take(top).enumerate() {
         out.push('\n');
-        write_stack(&mut out, rank + 1, stack, unit);
+        write_stack(&mut out, rank + 1, stack, unit, &report.releases);
     }
     out
+}
+
+/// Growth below this (bytes a second) is not worth naming in the memory line.
+const NOTABLE_GROWTH: f64 = 1024.0;
+
+/// What a process's memory is made of, in one line: the RSS and its growth, the class that
+/// grows fastest, and, for the heap of a traced process, how much of it is live allocations and
+/// how much the allocator retains.
+pub fn memory_line(memory: &Memory) -> String {
+    let classes = memory.classes();
+    let resident = &classes[..classes.len() - 1];
+    let rss: u64 = resident.iter().map(|(_, class)| class.resident_bytes).sum();
+    let growth: f64 = resident
+        .iter()
+        .map(|(_, class)| class.growth_bytes_per_second)
+        .sum();
+    let mut line = format!(
+        "memory: RSS {}, {}",
+        human_bytes(rss),
+        human_rate_per_minute(growth)
+    );
+    let live = memory.heap_live;
+    let mut retained_said = false;
+    match memory
+        .fastest_growing()
+        .filter(|(_, class)| class.growth_bytes_per_second >= NOTABLE_GROWTH)
+    {
+        Some(("heap", heap)) if live.is_some() => {
+            let live_growth = live.map_or(0.0, |live| live.live_growth_bytes_per_second);
+            let _ = write!(
+                line,
+                ": heap {}, of which live allocations {}",
+                human_rate_per_minute(heap.growth_bytes_per_second),
+                human_rate_per_minute(live_growth)
+            );
+            if live_growth < 0.5 * heap.growth_bytes_per_second {
+                line.push_str(": retained by the allocator, not leaked");
+                retained_said = true;
+            } else {
+                line.push_str(": live allocations, see the stacks");
+            }
+        }
+        Some((name, class)) => {
+            let _ = write!(
+                line,
+                ": {name} {}",
+                human_rate_per_minute(class.growth_bytes_per_second)
+            );
+        }
+        None => {}
+    }
+    if let Some(live) = live
+        && let Some(retained) = live.retained_bytes
+        && !retained_said
+        && retained >= 1 << 20
+    {
+        let _ = write!(
+            line,
+            "; heap {}, of which live allocations {}: {} retained by the allocator, not leaked",
+            human_bytes(memory.heap.resident_bytes),
+            human_bytes(live.live_bytes),
+            human_bytes(retained)
+        );
+    }
+    line
+}
+
+/// A growth rate per minute in binary units with its sign: `+11.8 MiB/min`.
+pub fn human_rate_per_minute(bytes_per_second: f64) -> String {
+    let per_minute = human_rate(bytes_per_second * 60.0);
+    match per_minute.strip_suffix("/s") {
+        Some(amount) => format!("{amount}/min"),
+        None => per_minute,
+    }
+}
+
+/// A release site in a few words: its function, or its address.
+fn site_name(site: &ReleaseSite) -> String {
+    match site.frames.last() {
+        Some(frame) => frame
+            .symbol
+            .clone()
+            .unwrap_or_else(|| format!("{:#x}", frame.address)),
+        None => "an unknown caller".to_owned(),
+    }
 }
 
 /// What a stack's count counts: allocations, or pages by the page-fault method.
@@ -85,6 +179,19 @@ fn write_header(out: &mut String, report: &Report) {
             "INTERIM: written while the trace was running; the final report replaces it"
         );
     }
+    if let Some(memory) = &report.memory {
+        let _ = writeln!(out, "{}", memory_line(memory));
+    }
+    if !report.releases.is_empty() {
+        let frees: u64 = report.releases.iter().map(|site| site.frees).sum();
+        let bytes: u64 = report.releases.iter().filter_map(|site| site.bytes).sum();
+        let _ = writeln!(
+            out,
+            "released memory allocated before the window: {frees} frees, {} at {} site(s)",
+            human_bytes(bytes),
+            report.releases.len()
+        );
+    }
     if report.partial {
         let _ = writeln!(
             out,
@@ -126,9 +233,17 @@ fn write_end(out: &mut String, end: &ProcessEnd) {
     );
 }
 
-fn write_stack(out: &mut String, rank: usize, stack: &StackReport, unit: &str) {
+fn write_stack(
+    out: &mut String,
+    rank: usize,
+    stack: &StackReport,
+    unit: &str,
+    releases: &[ReleaseSite],
+) {
     let marker = if stack.leaking {
         "LEAKING"
+    } else if stack.turnover {
+        "turnover (not a leak)"
     } else {
         "not leaking"
     };
@@ -140,6 +255,20 @@ fn write_stack(out: &mut String, rank: usize, stack: &StackReport, unit: &str) {
         stack.allocations,
         human_seconds(stack.oldest_age_seconds),
     );
+    if stack.released_bytes > 0 {
+        let sites: Vec<String> = stack
+            .release_sites
+            .iter()
+            .filter_map(|&index| releases.get(index))
+            .map(site_name)
+            .collect();
+        let _ = writeln!(
+            out,
+            "    offset by {} released of memory allocated before the window, at {}",
+            human_bytes(stack.released_bytes),
+            sites.join(", ")
+        );
+    }
     if stack.frames.is_empty() {
         let _ = writeln!(out, "    [no frames]");
     }
@@ -245,6 +374,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::model::{HeapLive, MemoryClass};
     use crate::report::Totals;
     use crate::testing::frame;
 
@@ -402,11 +532,110 @@ mod tests {
         let mut truncated = stack(8, 0.0, false, vec![frame(0x10, Some("leaf"), None)]);
         truncated.truncated = true;
         let mut out = String::new();
-        write_stack(&mut out, 1, &truncated, "allocations");
+        write_stack(&mut out, 1, &truncated, "allocations", &[]);
         assert!(
             out.ends_with("    leaf\n    [truncated] (the stack walk stopped here)\n"),
             "{out}"
         );
+    }
+
+    #[test]
+    fn a_turnover_stack_names_what_offsets_it() {
+        let mut report = report();
+        let mut cache = stack(
+            1 << 20,
+            4096.0,
+            false,
+            vec![frame(0x20, Some("cache_insert"), None)],
+        );
+        cache.turnover = true;
+        cache.released_bytes = 2 << 20;
+        cache.release_sites = vec![1];
+        report.stacks = vec![cache];
+        report.releases = vec![
+            ReleaseSite {
+                frames: vec![frame(0x30, Some("shutdown"), None)],
+                frees: 2,
+                bytes: None,
+            },
+            ReleaseSite {
+                frames: vec![frame(0x40, Some("cache_insert"), None)],
+                frees: 512,
+                bytes: Some(2 << 20),
+            },
+        ];
+        let text = render_text(&report, 5);
+        assert!(
+            text.contains(
+                "\nreleased memory allocated before the window: 514 frees, 2.0 MiB at 2 site(s)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\nstacks: 1 holding memory, 0 leaking, 1 turnover; showing 1\n"));
+        assert!(text.contains(
+            "\n#1 turnover (not a leak): growth +4.0 KiB/s, outstanding 1.0 MiB in 16384 \
+             allocations, oldest 42.3 s\n    offset by 2.0 MiB released of memory allocated \
+             before the window, at cache_insert\n"
+        ));
+    }
+
+    fn class(resident_mib: u64, growth_kib_per_second: f64) -> MemoryClass {
+        MemoryClass {
+            resident_bytes: resident_mib << 20,
+            growth_bytes_per_second: growth_kib_per_second * 1024.0,
+        }
+    }
+
+    #[test]
+    fn the_memory_line_says_what_grows() {
+        // The issue's example: the heap grows, its live allocations hardly.
+        let mut memory = Memory {
+            heap: class(40, 201.4),
+            anon_mappings: class(3, 3.4),
+            file: class(2, 0.0),
+            heap_live: Some(HeapLive {
+                live_bytes: 1 << 20,
+                live_growth_bytes_per_second: 6.8 * 1024.0,
+                retained_growth_bytes_per_second: 194.6 * 1024.0,
+                retained_bytes: None,
+            }),
+            ..Memory::default()
+        };
+        assert_eq!(
+            memory_line(&memory),
+            "memory: RSS 45.0 MiB, +12.0 MiB/min: heap +11.8 MiB/min, of which live allocations \
+             +408.0 KiB/min: retained by the allocator, not leaked"
+        );
+        // Live allocations growing with the heap: the stacks say where.
+        memory.heap_live = memory.heap_live.map(|live| HeapLive {
+            live_growth_bytes_per_second: 190.0 * 1024.0,
+            ..live
+        });
+        assert!(memory_line(&memory).ends_with(": live allocations, see the stacks"));
+        // Untraced: the class alone.
+        memory.heap_live = None;
+        memory.thread_stacks = class(9, 300.0);
+        assert_eq!(
+            memory_line(&memory),
+            "memory: RSS 54.0 MiB, +29.6 MiB/min: thread_stacks +17.6 MiB/min"
+        );
+        // Flat, traced from its start: what the allocator keeps.
+        let flat = Memory {
+            heap: class(33, 0.0),
+            file: class(7, 0.0),
+            heap_live: Some(HeapLive {
+                live_bytes: 512 << 10,
+                retained_bytes: Some((33 << 20) - (512 << 10)),
+                ..HeapLive::default()
+            }),
+            ..Memory::default()
+        };
+        assert_eq!(
+            memory_line(&flat),
+            "memory: RSS 40.0 MiB, 0 B/min; heap 33.0 MiB, of which live allocations 512.0 KiB: \
+             32.5 MiB retained by the allocator, not leaked"
+        );
+        assert_eq!(human_rate_per_minute(f64::NAN), "unknown");
     }
 
     #[test]

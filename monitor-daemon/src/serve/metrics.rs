@@ -1,6 +1,7 @@
 //! The Prometheus text exposition (format 0.0.4) of a [`Snapshot`]: per-process gauges for the
-//! most relevant processes, the probes' counters and map sizes, and the daemon's own process
-//! metrics under the standard `process_*` names.
+//! most relevant processes (with, for the suspected and traced ones among them, what their
+//! memory is made of, one series per class), the probes' counters and map sizes, and the
+//! daemon's own process metrics under the standard `process_*` names.
 //!
 //! Written by hand: every family gets its `# HELP` and `# TYPE` lines and its samples together,
 //! label values are escaped, and floats use the spellings Prometheus parses (`NaN`, `+Inf`).
@@ -11,7 +12,7 @@ use std::fs;
 
 use monitor_common::Stat;
 
-use crate::model::{ProcessView, Reason, Snapshot};
+use crate::model::{MemoryClass, ProcessView, Reason, Snapshot};
 use crate::watch::procfs;
 
 /// Renders `snapshot` in the Prometheus text format. Only the first `max_process_series`
@@ -197,6 +198,9 @@ const PROCESS_FAMILIES: [ProcessFamily; 14] = [
     ),
 ];
 
+/// A per-class gauge of a process's memory: its name, its help, and the value of a class.
+type ClassFamily = (&'static str, &'static str, fn(&MemoryClass) -> f64);
+
 fn process_families(out: &mut Exposition, processes: &[ProcessView]) {
     for (name, help, value) in PROCESS_FAMILIES {
         out.family(name, "gauge", help);
@@ -221,6 +225,33 @@ fn process_families(out: &mut Exposition, processes: &[ProcessView]) {
             let mut labels = process_labels(process, &pid).to_vec();
             labels.push(("reason", reason.as_str()));
             out.sample(name, &labels, flag(process.reasons.contains(&reason)));
+        }
+    }
+    let memory_families: [ClassFamily; 2] = [
+        (
+            "leakmon_process_memory_bytes",
+            "What the memory of a suspected or traced process is made of, by class (heap, \
+             anon_mappings, thread_stacks, file, shmem: resident bytes; swap: bytes in swap).",
+            |class| class.resident_bytes as f64,
+        ),
+        (
+            "leakmon_process_memory_growth_bytes_per_second",
+            "Robust growth of each class of the memory of a suspected or traced process.",
+            |class| class.growth_bytes_per_second,
+        ),
+    ];
+    for (name, help, value) in memory_families {
+        out.family(name, "gauge", help);
+        for process in processes {
+            let Some(memory) = &process.memory else {
+                continue;
+            };
+            let pid = process.pid.to_string();
+            for (class_name, class) in memory.classes() {
+                let mut labels = process_labels(process, &pid).to_vec();
+                labels.push(("class", class_name));
+                out.sample(name, &labels, value(class));
+            }
         }
     }
 }
@@ -399,7 +430,7 @@ mod tests {
     use std::process::{Command, Stdio};
 
     use super::*;
-    use crate::model::{ProbeHealth, StoreHealth};
+    use crate::model::{Memory, ProbeHealth, StoreHealth};
 
     fn process(pid: u32, comm: &str) -> ProcessView {
         ProcessView {
@@ -423,6 +454,18 @@ mod tests {
         leaky.seconds_until_exhaustion = Some(3600.0);
         leaky.traced = true;
         leaky.outstanding_bytes = Some(123_456);
+        leaky.thread_growth_per_second = 2.5;
+        leaky.memory = Some(Memory {
+            heap: MemoryClass {
+                resident_bytes: 40 << 20,
+                growth_bytes_per_second: 60_000.0,
+            },
+            thread_stacks: MemoryClass {
+                resident_bytes: 1 << 20,
+                growth_bytes_per_second: -0.5,
+            },
+            ..Memory::default()
+        });
         Snapshot {
             updated_unix_seconds: 1_700_000_000.5,
             processes: vec![leaky, process(11, "we\"ird\\na\nme"), process(12, "plain")],
@@ -461,6 +504,10 @@ mod tests {
             "leakmon_process_rss_growth_bytes_per_second",
             "leakmon_process_vsz_growth_bytes_per_second",
             "leakmon_process_open_fds_growth_per_second",
+            "leakmon_process_threads",
+            "leakmon_process_threads_growth_per_second",
+            "leakmon_process_memory_bytes",
+            "leakmon_process_memory_growth_bytes_per_second",
             "leakmon_process_leak_suspected",
             "leakmon_process_leak_reason",
             "leakmon_process_seconds_until_exhaustion",
@@ -512,6 +559,40 @@ mod tests {
         assert_eq!(reason("rss"), Some("1".to_owned()));
         assert_eq!(reason("vsz"), Some("0".to_owned()));
         assert_eq!(reason("fds"), Some("1".to_owned()));
+        assert_eq!(reason("threads"), Some("0".to_owned()));
+        assert_eq!(
+            value(
+                &text,
+                &format!("leakmon_process_threads_growth_per_second{leaky}")
+            ),
+            Some("2.5".to_owned())
+        );
+        // Memory classes only for the process that has them: every class, once each.
+        let class = |name: &str, c: &str| {
+            let labels = format!(r#"pid="10",comm="leaky",unit="leaky.service",class="{c}""#);
+            value(&text, &format!("{name}{{{labels}}}"))
+        };
+        assert_eq!(
+            class("leakmon_process_memory_bytes", "heap"),
+            Some("41943040".to_owned())
+        );
+        assert_eq!(
+            class(
+                "leakmon_process_memory_growth_bytes_per_second",
+                "thread_stacks"
+            ),
+            Some("-0.5".to_owned())
+        );
+        assert_eq!(
+            class("leakmon_process_memory_bytes", "swap"),
+            Some("0".to_owned())
+        );
+        assert_eq!(
+            text.lines()
+                .filter(|l| l.starts_with("leakmon_process_memory_bytes{"))
+                .count(),
+            6
+        );
         // Forecast and outstanding bytes only where known.
         assert_eq!(
             value(

@@ -12,7 +12,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use monitor_common::AllocFn;
+use monitor_common::{AllocFn, FreedSize};
 use object::elf;
 use object::read::elf::{ElfFile64, ProgramHeader};
 use object::{Endianness, Object, ObjectSection, ObjectSymbol, ReadCache, SymbolKind};
@@ -46,6 +46,10 @@ pub const ALLOCATOR_SYMBOLS: [(&str, AllocFn); 18] = [
     ("_ZnwmSt11align_val_tRKSt9nothrow_t", AllocFn::Malloc),
     ("_ZnamSt11align_val_tRKSt9nothrow_t", AllocFn::Malloc),
 ];
+
+/// A symbol only glibc's libc defines: its `free` is glibc's malloc, whose chunk header tells a
+/// freed block's size (see [`FreedSize::GlibcChunk`]).
+const GLIBC_MARKER: &str = "gnu_get_libc_version";
 
 /// Most bytes of a function read to place its probe; the bytes past the entry block are only
 /// decoded to find branches back into it.
@@ -142,6 +146,19 @@ pub struct SitePlan {
     pub instruction: String,
     /// Whether the kernel emulates the probed instruction rather than single-stepping it.
     pub emulated: bool,
+    /// For `free`: how its probe learns the size of a block it never saw allocated (glibc's
+    /// chunk header, or not at all); [`FreedSize::Unknown`] for the other entry points.
+    pub freed_size: FreedSize,
+}
+
+impl SitePlan {
+    /// The attach cookie of the site's probes in a process traced with `sample_rate`.
+    pub fn cookie(&self, sample_rate: u64) -> u64 {
+        match self.function {
+            AllocFn::Free => AllocFn::free_cookie(self.freed_size),
+            function => function.cookie(sample_rate),
+        }
+    }
 }
 
 /// An object mapped by a process that defines allocator entry points.
@@ -189,7 +206,9 @@ pub fn plan_object(path: &Path) -> Result<Vec<SitePlan>, AllocatorError> {
     let elf = parse_elf(path, &cache)?;
 
     let mut functions: HashMap<u64, Function> = HashMap::new();
+    let mut glibc = false;
     for symbol in elf.dynamic_symbols().chain(elf.symbols()) {
+        glibc |= symbol.is_definition() && symbol.name() == Ok(GLIBC_MARKER);
         if symbol.kind() != SymbolKind::Text
             || !symbol.is_definition()
             || symbol.is_local()
@@ -225,9 +244,14 @@ pub fn plan_object(path: &Path) -> Result<Vec<SitePlan>, AllocatorError> {
 
     let mut functions: Vec<(u64, Function)> = functions.into_iter().collect();
     functions.sort_by_key(|(address, f)| (f.rank, *address));
+    let freed_size = if glibc {
+        FreedSize::GlibcChunk
+    } else {
+        FreedSize::Unknown
+    };
     let mut sites = Vec::with_capacity(functions.len());
     for (address, function) in functions {
-        match plan_function(&elf, address, &function) {
+        match plan_function(&elf, address, &function, freed_size) {
             Some(site) => sites.push(site),
             None => log::debug!(
                 "{}: no code for {} at {address:#x}",
@@ -239,7 +263,12 @@ pub fn plan_object(path: &Path) -> Result<Vec<SitePlan>, AllocatorError> {
     Ok(sites)
 }
 
-fn plan_function(elf: &Elf<'_>, address: u64, function: &Function) -> Option<SitePlan> {
+fn plan_function(
+    elf: &Elf<'_>,
+    address: u64,
+    function: &Function,
+    freed_size: FreedSize,
+) -> Option<SitePlan> {
     let section = elf.sections().find(|s| {
         s.file_range().is_some() && s.address() <= address && address - s.address() < s.size()
     })?;
@@ -251,7 +280,7 @@ fn plan_function(elf: &Elf<'_>, address: u64, function: &Function) -> Option<Sit
     let len = wanted.min(section.address() + section.size() - address);
     let code = section.data_range(address, len).ok().flatten()?;
     let kind = ALLOCATOR_SYMBOLS[function.rank].1;
-    let placement = choose_probe_offset(code, address, kind.arg_count(), kind.allocates());
+    let placement = choose_probe_offset(code, address, kind.arg_count());
     let probe_address = address + placement.offset;
     Some(SitePlan {
         function: kind,
@@ -260,6 +289,11 @@ fn plan_function(elf: &Elf<'_>, address: u64, function: &Function) -> Option<Sit
         file_offset: probe_address - section.address() + section_offset,
         instruction: placement.instruction,
         emulated: placement.emulated,
+        freed_size: if kind == AllocFn::Free {
+            freed_size
+        } else {
+            FreedSize::Unknown
+        },
     })
 }
 
@@ -446,6 +480,14 @@ mod tests {
         assert!(free.instruction.starts_with("je "), "{free:?}");
         assert!(free.emulated);
         assert_eq!(file_bytes(&libc, free.file_offset, 2), [0x0f, 0x84]); // je rel32
+        // glibc's free reads the chunk header of blocks it never saw allocated.
+        assert_eq!(free.freed_size, FreedSize::GlibcChunk);
+        assert_eq!(
+            free.cookie(4096),
+            AllocFn::free_cookie(FreedSize::GlibcChunk)
+        );
+        assert_eq!(malloc.freed_size, FreedSize::Unknown);
+        assert_eq!(malloc.cookie(4096), AllocFn::Malloc.cookie(4096));
 
         // memalign and aligned_alloc share their code: one site, named by the first in the table.
         let aligned = site(&sites, "aligned_alloc");
@@ -486,7 +528,9 @@ mod tests {
         assert!(new.emulated || new.symbol_offset == 0, "{new:?}");
         site(&sites, "_ZnamSt11align_val_t");
         assert!(
-            sites.iter().all(|s| s.function == AllocFn::Malloc),
+            sites
+                .iter()
+                .all(|s| s.function == AllocFn::Malloc && s.freed_size == FreedSize::Unknown),
             "{sites:#?}"
         );
         for s in &sites {

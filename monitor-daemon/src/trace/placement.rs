@@ -3,9 +3,9 @@
 //! A uprobe costs about 0.6 µs per hit on an instruction the kernel emulates and about 10 µs on
 //! one it must single-step out of line, so each probe goes at the first instruction of the
 //! function's entry basic block that Linux (6.18, `arch/x86/kernel/uprobes.c`) emulates, as long
-//! as the argument registers the probe reads are still intact there and, for a function that also
-//! gets a return probe, `[rsp]` still holds the return address. When there is no such instruction
-//! the probe stays at the entry.
+//! as the argument registers the probe reads are still intact there and `[rsp]` still holds the
+//! return address (a return probe needs it, and `free`'s probe reads it as its caller). When there
+//! is no such instruction the probe stays at the entry.
 //!
 //! What the kernel emulates (everything else is single-stepped, and some instructions cannot be
 //! probed at all):
@@ -81,14 +81,8 @@ pub struct Placement {
 ///
 /// Pass the whole function when its size is known: besides the entry block, the rest is decoded
 /// to find branches that land inside the entry block, which end it. The probe reads the first
-/// `arg_count` integer argument registers; with `needs_return_probe` it must also fire while
-/// `[rsp]` is still the return address.
-pub fn choose_probe_offset(
-    code: &[u8],
-    ip: u64,
-    arg_count: usize,
-    needs_return_probe: bool,
-) -> Placement {
+/// `arg_count` integer argument registers, and fires while `[rsp]` is still the return address.
+pub fn choose_probe_offset(code: &[u8], ip: u64, arg_count: usize) -> Placement {
     let targets = branch_targets(code, ip);
     let args = &ARG_REGISTERS[..arg_count.min(ARG_REGISTERS.len())];
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
@@ -115,7 +109,7 @@ pub fn choose_probe_offset(
             break;
         }
         let info = factory.info(&instruction);
-        if writes_register(info, args) || (needs_return_probe && moves_stack(info)) {
+        if writes_register(info, args) || moves_stack(info) {
             break;
         }
     }
@@ -217,8 +211,8 @@ mod tests {
 
     const IP: u64 = 0x98ef0;
 
-    fn place(code: &[u8], args: usize, ret: bool) -> Placement {
-        choose_probe_offset(code, IP, args, ret)
+    fn place(code: &[u8], args: usize) -> Placement {
+        choose_probe_offset(code, IP, args)
     }
 
     #[test]
@@ -229,7 +223,7 @@ mod tests {
             0x55, // push rbp
             0x48, 0x8d, 0x77, 0xf0, // lea rsi,[rdi-0x10]
         ];
-        let p = place(&code, 1, false);
+        let p = place(&code, 1);
         assert_eq!(p.offset, 3);
         assert!(p.emulated);
         assert_eq!(p.instruction, "je 0x98fb8");
@@ -244,7 +238,7 @@ mod tests {
             0x48, 0x89, 0xfb, // mov rbx,rdi
         ];
         assert_eq!(
-            place(&code, 1, true),
+            place(&code, 1),
             Placement {
                 offset: 0,
                 instruction: "push r12".into(),
@@ -262,11 +256,11 @@ mod tests {
             0x66, 0x90, // xchg ax,ax
             0x48, 0x83, 0xec, 0x18, // sub rsp,0x18
         ];
-        let p = place(&code, 2, true);
+        let p = place(&code, 2);
         assert_eq!((p.offset, p.emulated), (7, true));
         assert!(p.instruction.starts_with("je "), "{}", p.instruction);
         // The cmp alone is single-stepped.
-        assert_eq!(place(&code[..7], 2, true), entry(&code[..7], false));
+        assert_eq!(place(&code[..7], 2), entry(&code[..7], false));
     }
 
     #[test]
@@ -276,7 +270,7 @@ mod tests {
             0x41, 0x54, // push r12
             0x49, 0x89, 0xd4, // mov r12,rdx
         ];
-        let p = place(&code, 3, true);
+        let p = place(&code, 3);
         assert_eq!(
             (p.offset, p.instruction.as_str(), p.emulated),
             (7, "push r12", true)
@@ -297,31 +291,36 @@ mod tests {
             0x48, 0x8b, 0x3d, 0x10, 0x00, 0x00, 0x00, // mov rdi,[rip+0x10]
             0x53, // push rbx
         ];
-        let p = place(&code, 1, false);
+        let p = place(&code, 1);
         assert_eq!(p, entry(&code, false));
         assert_eq!(p.instruction, "mov rdi,[rip+0x10]");
         // Sub-registers count: xor edi,edi clobbers rdi.
-        assert_eq!(place(&[0x31, 0xff, 0x53], 1, false).offset, 0);
+        assert_eq!(place(&[0x31, 0xff, 0x53], 1).offset, 0);
         // A register past the ones read does not matter: rcx is the fourth argument.
-        assert_eq!(place(&[0x31, 0xc9, 0x53], 3, false).offset, 2);
-        assert_eq!(place(&[0x31, 0xc9, 0x53], 4, false).offset, 0);
+        assert_eq!(place(&[0x31, 0xc9, 0x53], 3).offset, 2);
+        assert_eq!(place(&[0x31, 0xc9, 0x53], 4).offset, 0);
     }
 
     #[test]
-    fn a_return_probe_needs_the_return_address_on_top() {
+    fn every_probe_needs_the_return_address_on_top() {
         let code = [
             0x48, 0x83, 0xec, 0x08, // sub rsp,8
             0x53, // push rbx
         ];
-        assert_eq!(place(&code, 1, true), entry(&code, false));
-        assert_eq!(place(&code, 1, false).offset, 4);
+        assert_eq!(place(&code, 1), entry(&code, false));
         // A store through rsp may overwrite the return address.
         let store = [
             0x48, 0x89, 0x3c, 0x24, // mov [rsp],rdi
             0x53, // push rbx
         ];
-        assert_eq!(place(&store, 1, true).offset, 0);
-        assert_eq!(place(&store, 1, false).offset, 4);
+        assert_eq!(place(&store, 1).offset, 0);
+        // Neither moves the stack: the push after them is chosen.
+        let quiet = [
+            0x48, 0x85, 0xff, // test rdi,rdi
+            0x48, 0x8b, 0x44, 0x24, 0x08, // mov rax,[rsp+8]
+            0x53, // push rbx
+        ];
+        assert_eq!(place(&quiet, 1).offset, 8);
     }
 
     #[test]
@@ -331,7 +330,7 @@ mod tests {
             0x55, // push rbp
             0x48, 0x89, 0xfd, // mov rbp,rdi
         ];
-        let p = place(&push, 1, true);
+        let p = place(&push, 1);
         assert_eq!(
             (p.offset, p.instruction.as_str(), p.emulated),
             (4, "push rbp", true)
@@ -340,7 +339,7 @@ mod tests {
             0xf3, 0x0f, 0x1e, 0xfa, // endbr64
             0xe9, 0xf7, 0x02, 0xff, 0xff, // jmp _Znwm@plt
         ];
-        let p = place(&tail_call, 1, true);
+        let p = place(&tail_call, 1);
         assert_eq!((p.offset, p.emulated), (4, true));
         assert!(p.instruction.starts_with("jmp "), "{}", p.instruction);
         let nothrow = [
@@ -348,10 +347,9 @@ mod tests {
             0x48, 0x83, 0xec, 0x08, // sub rsp,8
             0xe8, 0x13, 0x03, 0xff, 0xff, // call _Znwm@plt
         ];
-        let p = place(&nothrow, 1, true);
+        let p = place(&nothrow, 1);
         assert_eq!(p, entry(&nothrow, false));
         assert_eq!(p.instruction, "endbr64");
-        assert_eq!(place(&nothrow, 1, false).offset, 8);
     }
 
     #[test]
@@ -361,35 +359,35 @@ mod tests {
             0xff, 0xe0, // jmp rax (indirect: single-stepped)
             0x53, // push rbx, not reached on every path
         ];
-        assert_eq!(place(&code, 1, false), entry(&code, false));
+        assert_eq!(place(&code, 1), entry(&code, false));
         let ret = [0x31, 0xc0, 0xc3, 0x53]; // xor eax,eax; ret; push rbx
-        assert_eq!(place(&ret, 1, false).offset, 0);
+        assert_eq!(place(&ret, 1).offset, 0);
     }
 
     #[test]
     fn a_branch_into_the_entry_block_ends_it() {
         // xor eax,eax; push rbx; pop rbx; jmp back to the push.
         let looping = [0x31, 0xc0, 0x53, 0x5b, 0xeb, 0xfc];
-        assert_eq!(place(&looping, 1, false), entry(&looping, false));
+        assert_eq!(place(&looping, 1), entry(&looping, false));
         let straight = [0x31, 0xc0, 0x53, 0x5b, 0xc3];
-        assert_eq!(place(&straight, 1, false).offset, 2);
+        assert_eq!(place(&straight, 1).offset, 2);
     }
 
     #[test]
     fn gives_up_after_the_scan_limit() {
         let mut code = [0x31, 0xc0].repeat(MAX_SCAN_INSTRUCTIONS); // xor eax,eax
         code.push(0x53);
-        assert_eq!(place(&code, 1, false).offset, 0);
+        assert_eq!(place(&code, 1).offset, 0);
         code.drain(..2);
         assert_eq!(
-            place(&code, 1, false).offset,
+            place(&code, 1).offset,
             2 * (MAX_SCAN_INSTRUCTIONS as u64 - 1)
         );
     }
 
     #[test]
     fn only_what_the_kernel_emulates_is_chosen() {
-        let emulated = |code: &[u8]| place(code, 1, false).emulated;
+        let emulated = |code: &[u8]| place(code, 1).emulated;
         for nop in KERNEL_NOPS {
             assert!(emulated(nop), "{nop:x?}");
         }
@@ -414,11 +412,11 @@ mod tests {
 
     #[test]
     fn empty_or_invalid_code_keeps_the_entry() {
-        let p = place(&[], 1, true);
+        let p = place(&[], 1);
         assert_eq!((p.offset, p.emulated), (0, false));
-        let p = place(&[0x0f, 0x0b, 0x53], 1, true); // ud2; push rbx
+        let p = place(&[0x0f, 0x0b, 0x53], 1); // ud2; push rbx
         assert_eq!((p.offset, p.emulated), (0, false));
-        let p = place(&[0x06, 0x53], 1, true); // invalid in 64-bit mode
+        let p = place(&[0x06, 0x53], 1); // invalid in 64-bit mode
         assert_eq!((p.offset, p.emulated), (0, false));
     }
 }

@@ -1,5 +1,6 @@
 //! One process being traced: what user space keeps beside the kernel maps while the window
-//! runs (the per-stack series of outstanding bytes, the memory-mapping regions, the history of
+//! runs (the per-stack series of outstanding bytes, the releases of memory allocated before the
+//! window, what the process's memory is made of, the memory-mapping regions, the history of
 //! mapped code), and the [`Report`] built from it all at the end. `leakmon trace` runs one
 //! session; the daemon runs several on one shared [`Tracer`].
 //!
@@ -7,19 +8,20 @@
 //! library loaded at a new address after each `dlopen` still adds up to one stack.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     num::NonZeroU32,
     time::{Duration, Instant},
 };
 
 use log::debug;
 use monitor_common::{
-    AllocInfo, BRK_NESTED, EXEC_STOPPED, Event, EventKind, STAT_COUNT, StackEnd, StackStats, Stat,
-    WEIGHT_ONE, python_frame_parts,
+    AllocInfo, BRK_NESTED, EXEC_STOPPED, Event, EventKind, ReleaseStats, STAT_COUNT, StackEnd,
+    StackStats, Stat, WEIGHT_ONE, python_frame_parts,
 };
 
 use crate::{
-    report::{Frame, Language, Method, ProbeSite, Report, StackReport, Totals},
+    model::{HeapLive, Memory},
+    report::{Frame, Language, Method, ProbeSite, ReleaseSite, Report, StackReport, Totals},
     symbolize::{
         python::PythonFrames,
         symbolizer::{ModuleHistory, Symbolizer},
@@ -32,13 +34,16 @@ use crate::{
         tracer::{Detached, Tracer, TracerError},
     },
     watch::{
+        memory::{self, MemoryHistory},
         procfs::{self, MapEntry, ProcError},
-        trend::{self, LeakRule},
+        trend::{self, Growth, LeakRule, Release, TurnoverRule},
     },
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
 const MAP_ANONYMOUS: u64 = 0x20;
+/// Most samples of the memory classes kept (the oldest are dropped).
+const MAX_MEMORY_SAMPLES: usize = 4096;
 
 /// The parameters of a session that shape its report.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +96,50 @@ impl Series {
     fn clear(&mut self) {
         self.times.clear();
         self.bytes.clear();
+    }
+}
+
+/// The frees of memory allocated before the window (addresses the trace never saw allocated),
+/// by freeing site: the kernel's running totals at the first and at the latest sample, and the
+/// bytes released since the first sample at each sample.
+#[derive(Debug, Default)]
+struct Releases {
+    first: Option<HashMap<u64, ReleaseStats>>,
+    latest: HashMap<u64, ReleaseStats>,
+    bytes: Vec<f64>,
+}
+
+impl Releases {
+    fn push(&mut self, totals: &HashMap<u64, ReleaseStats>) {
+        let first = self.first.get_or_insert_with(|| totals.clone());
+        let before: u64 = first.values().map(|stats| stats.bytes).sum();
+        let now: u64 = totals.values().map(|stats| stats.bytes).sum();
+        self.bytes.push(now.saturating_sub(before) as f64);
+        self.latest.clone_from(totals);
+    }
+
+    /// The frees per site between the first and the latest sample (the span of the series).
+    fn released(&self) -> HashMap<u64, ReleaseStats> {
+        self.latest
+            .iter()
+            .filter_map(|(&site, last)| {
+                let before = self
+                    .first
+                    .as_ref()
+                    .and_then(|first| first.get(&site))
+                    .copied()
+                    .unwrap_or_default();
+                let frees = last.frees.saturating_sub(before.frees);
+                (frees > 0).then(|| {
+                    let bytes = last.bytes.saturating_sub(before.bytes);
+                    (site, ReleaseStats { frees, bytes })
+                })
+            })
+            .collect()
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
     }
 }
 
@@ -170,6 +219,15 @@ pub struct Session {
     python_due: bool,
     history: ModuleHistory,
     series: Series,
+    releases: Releases,
+    /// What the process's memory is made of, at each sample.
+    memory: MemoryHistory,
+    /// (seconds into the window, live allocations): the traced allocations' outstanding bytes
+    /// less the bytes released of memory allocated before the window, at each sample (at most
+    /// [`MAX_MEMORY_SAMPLES`], the oldest dropped).
+    live: VecDeque<(f64, f64)>,
+    /// The traced allocations' outstanding bytes at the latest sample.
+    allocated: u64,
     started: Instant,
     counters_at_start: [u64; STAT_COUNT as usize],
     notes: Vec<String>,
@@ -227,6 +285,10 @@ impl Session {
             python_due: false,
             history: ModuleHistory::default(),
             series: Series::default(),
+            releases: Releases::default(),
+            memory: MemoryHistory::default(),
+            live: VecDeque::new(),
+            allocated: 0,
             started: Instant::now(),
             counters_at_start,
             notes: Vec::new(),
@@ -350,9 +412,33 @@ impl Session {
         }
     }
 
-    /// Takes a sample of every stack's outstanding bytes; `totals` are this process's per-stack
-    /// totals read from the kernel (see [`Tracer::stack_totals`]).
-    pub fn sample(&mut self, totals: &HashMap<u64, StackStats>) {
+    /// Takes a sample of every stack's outstanding bytes and of the releases of older memory;
+    /// `totals` are this process's per-stack totals and `releases` its frees of unknown
+    /// addresses by site, read from the kernel (see [`Tracer::stack_totals`] and
+    /// [`Tracer::releases`]).
+    pub fn sample(
+        &mut self,
+        totals: &HashMap<u64, StackStats>,
+        releases: &HashMap<u64, ReleaseStats>,
+    ) {
+        let time = self.started.elapsed().as_secs_f64();
+        self.releases.push(releases);
+        self.allocated = totals.values().map(|stats| stats.bytes).sum();
+        // In a sampled trace, most frees of unknown addresses are of unsampled allocations, not
+        // of older memory: nothing is subtracted.
+        let released = match self.params.sample_rate {
+            0 => self.releases.bytes.last().copied().unwrap_or(0.0),
+            _ => 0.0,
+        };
+        if self.live.len() >= MAX_MEMORY_SAMPLES {
+            self.live.pop_front();
+        }
+        self.live
+            .push_back((time, self.allocated as f64 - released));
+        match memory::sample(self.pid.get()) {
+            Ok(bytes) => self.memory.push(time, bytes, MAX_MEMORY_SAMPLES),
+            Err(err) => debug!("the memory classes of pid {}: {err}", self.pid),
+        }
         let mut bytes: HashMap<u64, f64> = totals
             .iter()
             .map(|(&stack, stats)| (stack, stats.bytes as f64))
@@ -364,8 +450,28 @@ impl Session {
             *bytes.entry(stack).or_default() += pages.bytes as f64;
         }
         self.outstanding_bytes = bytes.values().sum::<f64>() as u64;
-        self.series
-            .push(self.started.elapsed().as_secs_f64(), &bytes);
+        self.series.push(time, &bytes);
+    }
+
+    /// What the process's memory is made of, over the window so far, with its heap's live
+    /// allocations when the allocator is traced (the daemon shows it for a traced process; the
+    /// report ends with it).
+    pub fn memory(&self) -> Option<Memory> {
+        let mut memory = self.memory.memory()?;
+        if self.params.method != Method::Allocations {
+            return Some(memory);
+        }
+        let live: Vec<(f64, f64)> = self.live.iter().copied().collect();
+        let live_growth = trend::theil_sen_thinned(&live, memory::SLOPE_POINTS).unwrap_or(0.0);
+        let from_start = self.launched && self.execs <= 1;
+        memory.heap_live = Some(HeapLive {
+            live_bytes: self.allocated,
+            live_growth_bytes_per_second: live_growth,
+            retained_growth_bytes_per_second: memory.heap.growth_bytes_per_second - live_growth,
+            retained_bytes: from_start
+                .then(|| memory.heap.resident_bytes.saturating_sub(self.allocated)),
+        });
+        Some(memory)
     }
 
     /// Applies one event of this process from the kernel.
@@ -416,6 +522,9 @@ impl Session {
                     self.regions.clear();
                     self.pages.clear();
                     self.series.clear();
+                    self.releases.clear();
+                    self.memory = MemoryHistory::default();
+                    self.live.clear();
                     self.refresh_modules(tracer);
                     self.notes.push(format!(
                         "the process called execve after {:.1} s; data from before was discarded",
@@ -474,7 +583,7 @@ impl Session {
         let end_ns = monotonic_ns();
         let detached = tracer.detach_later(self.pid);
         let report = tracer.stack_totals(self.pid).and_then(|totals| {
-            self.sample(&totals);
+            self.sample(&totals, &tracer.releases(self.pid)?);
             self.build_report(tracer, symbolizer, comm, elapsed, end_ns)
         });
         if let Err(err) = tracer.purge(self.pid) {
@@ -626,6 +735,7 @@ impl Session {
         merge_truncated_prefixes(&mut groups);
 
         let rule = LeakRule::default();
+        let mapped: HashSet<u64> = self.regions.iter().map(|region| region.stack_id).collect();
         let mut stacks = Vec::new();
         let mut totals = Totals::default();
         for ((_, truncated), (frames, members)) in &groups {
@@ -649,8 +759,20 @@ impl Session {
             if sum.bytes == 0 && !assessment.leaking {
                 continue;
             }
+            let growth =
+                (assessment.leaking && !members.iter().any(|m| mapped.contains(m))).then(|| {
+                    Growth {
+                        rise: assessment.rise,
+                        block: if allocations > 0 {
+                            sum.bytes as f64 / allocations as f64
+                        } else {
+                            0.0
+                        },
+                    }
+                });
             stacks.push((
                 frames.clone(),
+                growth,
                 StackReport {
                     bytes: sum.bytes,
                     allocations,
@@ -661,9 +783,15 @@ impl Session {
                     leaking: assessment.leaking,
                     frames: Vec::new(),
                     truncated: *truncated,
+                    ..StackReport::default()
                 },
             ));
         }
+        let releases = self.judge_turnover(symbolizer, &mut stacks);
+        let mut stacks: Vec<(Vec<u64>, StackReport)> = stacks
+            .into_iter()
+            .map(|(frames, _, report)| (frames, report))
+            .collect();
         stacks.sort_by(|a, b| {
             b.1.bytes.cmp(&a.1.bytes).then(
                 b.1.growth_bytes_per_second
@@ -680,7 +808,7 @@ impl Session {
             .collect();
         let mut symbolized = symbolizer.symbolize(&self.history, &addresses).into_iter();
         let python = &mut self.python;
-        let stacks = stacks
+        let stacks: Vec<StackReport> = stacks
             .into_iter()
             .map(|(frames, mut report)| {
                 report.frames = frames
@@ -700,6 +828,26 @@ impl Session {
                 report
             })
             .collect();
+
+        let memory = self.memory();
+        // The process's own memory as evidence: turnover reuses the memory it releases, so the
+        // heap does not grow with the stacks judged turnover. When it does, say so.
+        let turnover: f64 = stacks
+            .iter()
+            .filter(|stack| stack.turnover)
+            .map(|stack| stack.growth_bytes_per_second)
+            .sum();
+        if let Some(heap) = memory.as_ref().map(|memory| memory.heap)
+            && turnover > 0.0
+            && heap.growth_bytes_per_second >= 0.5 * turnover
+        {
+            self.notes.push(format!(
+                "the heap grew {:.0} B/s beside the stacks judged turnover ({turnover:.0} B/s): \
+                 the memory released before the window was not reused (retained by the \
+                 allocator), or the turnover verdict is wrong",
+                heap.growth_bytes_per_second
+            ));
+        }
 
         let counters = tracer.counters()?;
         let mut dropped = BTreeMap::new();
@@ -745,7 +893,133 @@ impl Session {
             method: self.params.method,
             interim: false,
             end: None,
+            releases,
+            memory,
         })
+    }
+
+    /// Applies the turnover rule (`trend::match_turnover`) to the growing `stacks` (frames, the
+    /// growth of a leaking stack of allocations, report): the stacks whose growth the release of
+    /// memory allocated before the window offsets are turnover, not leaking. Gives the sites of
+    /// those releases for the report, the matched ones and the largest others, at most `top`
+    /// unmatched.
+    fn judge_turnover(
+        &mut self,
+        symbolizer: &mut Symbolizer,
+        stacks: &mut [(Vec<u64>, Option<Growth>, StackReport)],
+    ) -> Vec<ReleaseSite> {
+        let mut sites: Vec<(u64, ReleaseStats)> = self.releases.released().into_iter().collect();
+        sites.sort_by(|a, b| (b.1.bytes, b.1.frees, a.0).cmp(&(a.1.bytes, a.1.frees, b.0)));
+        let growing: Vec<usize> = (0..stacks.len())
+            .filter(|&i| stacks[i].1.is_some())
+            .collect();
+        let mut matched_sites: Vec<bool> = vec![false; sites.len()];
+        let mut site_frames: Vec<Vec<Frame>> = Vec::new();
+        if !sites.is_empty() {
+            let addresses: Vec<u64> = sites.iter().map(|(site, _)| *site).collect();
+            site_frames = symbolizer.symbolize(&self.history, &addresses);
+            for (frames, (site, _)) in site_frames.iter_mut().zip(&sites) {
+                if *site == 0 {
+                    frames.clear();
+                }
+            }
+        }
+        if !growing.is_empty() && !sites.is_empty() {
+            if self.params.sample_rate != 0 {
+                self.notes.push(
+                    "sampled trace: frees of unsampled allocations cannot be told from releases \
+                     of memory allocated before the window, so no growth was judged turnover"
+                        .to_owned(),
+                );
+            } else {
+                let functions = |frames: &[Frame]| -> HashSet<(Option<String>, String)> {
+                    frames
+                        .iter()
+                        .filter_map(|frame| {
+                            frame
+                                .symbol
+                                .clone()
+                                .map(|symbol| (frame.module.clone(), symbol))
+                        })
+                        .collect()
+                };
+                let stack_addresses: Vec<u64> = growing
+                    .iter()
+                    .flat_map(|&i| stacks[i].0.iter().copied())
+                    .collect();
+                let mut symbolized = symbolizer
+                    .symbolize(&self.history, &stack_addresses)
+                    .into_iter();
+                let site_functions: Vec<_> = site_frames.iter().map(|f| functions(f)).collect();
+                let mut same_code = Vec::new();
+                let mut growths = Vec::new();
+                for (g, &i) in growing.iter().enumerate() {
+                    let frames: Vec<Frame> = symbolized
+                        .by_ref()
+                        .take(stacks[i].0.len())
+                        .flatten()
+                        .collect();
+                    let own = functions(&frames);
+                    for (r, site) in site_functions.iter().enumerate() {
+                        if !own.is_disjoint(site) {
+                            same_code.push((g, r));
+                        }
+                    }
+                    growths.extend(stacks[i].1);
+                }
+                let releases: Vec<Release> = sites
+                    .iter()
+                    .map(|(_, stats)| Release {
+                        frees: stats.frees as f64,
+                        bytes: (stats.bytes > 0).then_some(stats.bytes as f64),
+                    })
+                    .collect();
+                let found = trend::match_turnover(
+                    &growths,
+                    &releases,
+                    &same_code,
+                    &TurnoverRule::default(),
+                );
+                for (&i, found) in growing.iter().zip(found) {
+                    let report = &mut stacks[i].2;
+                    report.released_bytes = found.released.round() as u64;
+                    if found.turnover {
+                        report.leaking = false;
+                        report.turnover = true;
+                    }
+                    for &site in &found.sites {
+                        matched_sites[site] = true;
+                    }
+                    report.release_sites = found.sites;
+                }
+            }
+        }
+        // Keep the matched sites and the largest others; renumber the stacks' references.
+        let mut kept = Vec::new();
+        let mut index = vec![None; sites.len()];
+        let mut unmatched = 0;
+        for (r, ((_, stats), frames)) in sites.iter().zip(site_frames).enumerate() {
+            if !matched_sites[r] {
+                if unmatched == self.params.top {
+                    continue;
+                }
+                unmatched += 1;
+            }
+            index[r] = Some(kept.len());
+            kept.push(ReleaseSite {
+                frames,
+                frees: stats.frees,
+                bytes: (stats.bytes > 0).then_some(stats.bytes),
+            });
+        }
+        for (_, _, report) in stacks.iter_mut() {
+            report.release_sites = report
+                .release_sites
+                .iter()
+                .filter_map(|&r| index[r])
+                .collect();
+        }
+        kept
     }
 }
 

@@ -31,9 +31,10 @@ use aya::{
 };
 use log::{debug, info, warn};
 use monitor_common::{
-    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, SAMPLE_BUCKET_SCALE,
-    SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd, StackKey, StackStats, StackTrace, Stat,
-    SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS, TARGET_STOP_AT_EXEC, WEIGHT_ONE, WalkKey,
+    AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, ReleaseKey,
+    ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd,
+    StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS,
+    TARGET_STOP_AT_EXEC, WEIGHT_ONE, WalkKey,
 };
 
 use crate::report::ProbeSite;
@@ -253,6 +254,9 @@ impl std::fmt::Debug for Detached {
 /// Per process, per stack id, the kernel's running totals.
 pub type StackTotalsByProcess = StdHashMap<u32, StdHashMap<u64, StackStats>>;
 
+/// Per process, per freeing site, the frees of memory the trace never saw allocated.
+pub type ReleasesByProcess = StdHashMap<u32, StdHashMap<u64, ReleaseStats>>;
+
 /// What a sweep of the allocations map found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sweep {
@@ -365,6 +369,8 @@ pub struct Tracer {
     stacks: HashMap<MapData, StackKey, StackTrace>,
     inflight: HashMap<MapData, u64, InFlight>,
     syscalls: HashMap<MapData, u64, SyscallArgs>,
+    /// Frees of addresses never seen allocated, by process and freeing site.
+    releases: HashMap<MapData, ReleaseKey, ReleaseStats>,
     stats: PerCpuArray<MapData, u64>,
     events: Option<RingBuf<MapData>>,
     links: StdHashMap<u32, Vec<(&'static str, UProbeLinkId)>>,
@@ -554,6 +560,7 @@ impl Tracer {
             stacks: take_map(&mut ebpf, "STACKS")?,
             inflight: take_map(&mut ebpf, "INFLIGHT")?,
             syscalls: take_map(&mut ebpf, "SYSCALLS")?,
+            releases: take_map(&mut ebpf, "RELEASES")?,
             stats: take_map(&mut ebpf, "STATS")?,
             events: Some(take_map(&mut ebpf, "EVENTS")?),
             walk_cache: take_map(&mut ebpf, "WALK_CACHE")?,
@@ -635,7 +642,7 @@ impl Tracer {
                     pid,
                     &object.path,
                     programs,
-                    site.function.cookie(sample_rate),
+                    site.cookie(sample_rate),
                     site.file_offset,
                 ) {
                     self.detach(pid);
@@ -958,7 +965,42 @@ impl Tracer {
             ignore_missing(self.syscalls.remove(&key))
                 .map_err(|source| TracerError::Map { what, source })?;
         }
+        let keys: Vec<ReleaseKey> = self
+            .releases
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|key| key.tgid == tgid)
+            .collect();
+        for key in keys {
+            ignore_missing(self.releases.remove(&key))
+                .map_err(|source| TracerError::Map { what, source })?;
+        }
         Ok(())
+    }
+
+    /// The frees by `pid` of addresses the trace never saw allocated, by freeing site (the
+    /// return address into `free`'s caller), as kept by the kernel programs.
+    pub fn releases(&self, pid: NonZeroU32) -> Result<StdHashMap<u64, ReleaseStats>, TracerError> {
+        Ok(self
+            .releases_by_process()?
+            .remove(&pid.get())
+            .unwrap_or_default())
+    }
+
+    /// [`Tracer::releases`] of every traced process, in one pass over the kernel's map.
+    pub fn releases_by_process(&self) -> Result<ReleasesByProcess, TracerError> {
+        let mut releases = ReleasesByProcess::new();
+        for entry in self.releases.iter() {
+            let (key, stats) = entry.map_err(|source| TracerError::Map {
+                what: "reading the frees of unknown addresses",
+                source,
+            })?;
+            releases
+                .entry(key.tgid)
+                .or_default()
+                .insert(key.site, stats);
+        }
+        Ok(releases)
     }
 
     /// Outstanding bytes and allocations per stack of `pid`, as kept by the kernel programs.
@@ -1049,6 +1091,7 @@ impl Tracer {
             ("STACKS", self.stacks.keys().count() as u64),
             ("INFLIGHT", self.inflight.keys().count() as u64),
             ("SYSCALLS", self.syscalls.keys().count() as u64),
+            ("RELEASES", self.releases.keys().count() as u64),
             ("UNWIND_ROWS", self.unwind.usage().rows),
             ("WALK_CACHE", self.walk_cache.keys().count() as u64),
             ("PYTHON_PROCS", self.python.keys().count() as u64),

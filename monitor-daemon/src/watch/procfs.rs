@@ -1,5 +1,6 @@
-//! Reading `/proc`: memory maps, command name, memory status, open descriptors, start time,
-//! systemd unit (from a cgroup path) and open-files limit of a process, the one-read summary of
+//! Reading `/proc`: memory maps (and their resident figures, `smaps`), command name, memory
+//! status, open descriptors, start time, systemd unit (from a cgroup path), open-files limit and
+//! the threads' stack pointers of a process, a few words of its memory, the one-read summary of
 //! `/proc/PID/stat`, the list of processes, the host's uptime, and the system's page size and
 //! clock tick. The cgroups and limits are read by [`crate::watch::limits`].
 //!
@@ -458,6 +459,144 @@ fn parse_maps_line(line: &str) -> Result<MapEntry, String> {
     })
 }
 
+/// One mapping of `/proc/PID/smaps`: its `maps` line and the figures leakmon reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmapsEntry {
+    /// The mapping.
+    pub map: MapEntry,
+    /// Resident bytes (`Rss`).
+    pub rss: u64,
+    /// Resident anonymous bytes (`Anonymous`: private pages, including the written pages of a
+    /// private file mapping).
+    pub anonymous: u64,
+    /// Swapped-out bytes (`Swap`).
+    pub swap: u64,
+}
+
+/// Reads `/proc/PID/smaps`.
+pub fn read_smaps(pid: Pid) -> Result<Vec<SmapsEntry>, ProcError> {
+    let (path, text) = read_text(pid, "smaps")?;
+    parse_smaps(&text).map_err(|e| e.at(&path))
+}
+
+/// Parses the text of `/proc/PID/smaps`: a `maps` line per mapping, then `Field: N kB` lines.
+pub fn parse_smaps(text: &str) -> Result<Vec<SmapsEntry>, ParseError> {
+    let mut entries: Vec<SmapsEntry> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let first = line.split(' ').next().unwrap_or("");
+        if !first.ends_with(':') {
+            if line.is_empty() {
+                continue;
+            }
+            let map = parse_maps_line(line).map_err(|reason| ParseError::new(i + 1, reason))?;
+            entries.push(SmapsEntry {
+                map,
+                rss: 0,
+                anonymous: 0,
+                swap: 0,
+            });
+            continue;
+        }
+        let Some(entry) = entries.last_mut() else {
+            return Err(ParseError::new(i + 1, "a field before the first mapping"));
+        };
+        let slot = match first {
+            "Rss:" => &mut entry.rss,
+            "Anonymous:" => &mut entry.anonymous,
+            "Swap:" => &mut entry.swap,
+            _ => continue,
+        };
+        let mut words = line[first.len()..].split_whitespace();
+        *slot = match (
+            words.next().and_then(|n| n.parse::<u64>().ok()),
+            words.next(),
+        ) {
+            (Some(kib), Some("kB")) => kib.saturating_mul(1024),
+            _ => return Err(ParseError::new(i + 1, format!("bad {first} value"))),
+        };
+    }
+    Ok(entries)
+}
+
+/// The stack pointers of the process's threads that are blocked (in a system call or not), from
+/// `/proc/PID/task/TID/syscall`; a running thread has none to read. (The stack pointer of
+/// `/proc/PID/task/TID/stat` is zeroed by the kernel unless the thread is dumping core.) At
+/// most `max_threads` threads are read.
+pub fn read_thread_stack_pointers(pid: Pid, max_threads: usize) -> Result<Vec<u64>, ProcError> {
+    let dir = proc_path(pid, "task");
+    let mut pointers = Vec::new();
+    let entries = fs::read_dir(&dir).map_err(|e| classify(pid, &dir, e))?;
+    for entry in entries.take(max_threads) {
+        let entry = entry.map_err(|e| classify(pid, &dir, e))?;
+        let Ok(text) = fs::read_to_string(entry.path().join("syscall")) else {
+            continue;
+        };
+        pointers.extend(parse_syscall_stack_pointer(&text));
+    }
+    Ok(pointers)
+}
+
+/// The stack pointer of the text of `/proc/PID/task/TID/syscall`: `NR ARGS... SP PC` in a
+/// system call, `-1 SP PC` blocked outside one, `running` otherwise (no pointer).
+pub fn parse_syscall_stack_pointer(text: &str) -> Option<u64> {
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if fields.len() < 3 {
+        return None;
+    }
+    let sp = fields[fields.len() - 2];
+    u64::from_str_radix(sp.strip_prefix("0x")?, 16).ok()
+}
+
+/// Reads 16 bytes of the process's memory at each of `addresses` (`process_vm_readv`), as two
+/// words each; `None` where the memory could not be read.
+pub fn read_remote_pairs(pid: Pid, addresses: &[u64]) -> Vec<Option<[u64; 2]>> {
+    let mut out = vec![None; addresses.len()];
+    let mut buffer = vec![[0u64; 2]; addresses.len()];
+    let mut next = 0;
+    while next < addresses.len() {
+        let batch = (addresses.len() - next).min(1024);
+        let local = libc::iovec {
+            iov_base: buffer[next..].as_mut_ptr().cast(),
+            iov_len: batch * 16,
+        };
+        let remote: Vec<libc::iovec> = addresses[next..next + batch]
+            .iter()
+            .map(|&address| libc::iovec {
+                iov_base: address as *mut libc::c_void,
+                iov_len: 16,
+            })
+            .collect();
+        // SAFETY: `local` covers `batch` writable pairs of `buffer`; the remote addresses are
+        // only read by the kernel, in the other process.
+        let read = unsafe {
+            libc::process_vm_readv(
+                pid as libc::pid_t,
+                &local,
+                1,
+                remote.as_ptr(),
+                remote.len() as libc::c_ulong,
+                0,
+            )
+        };
+        // The kernel stops at the first remote range it cannot read: the pairs before it are
+        // whole, that one is skipped, and the rest are tried again. Any other failure (the
+        // process is gone, no permission) ends the reading.
+        let whole = match usize::try_from(read) {
+            Ok(bytes) => (bytes / 16).min(batch),
+            Err(_) if io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT) => 0,
+            Err(_) => break,
+        };
+        for index in next..next + whole {
+            out[index] = Some(buffer[index]);
+        }
+        next += whole;
+        if whole < batch {
+            next += 1;
+        }
+    }
+    out
+}
+
 /// Parses the text of `/proc/PID/comm`.
 pub fn parse_comm(text: &str) -> String {
     text.strip_suffix('\n').unwrap_or(text).to_owned()
@@ -553,8 +692,13 @@ pub fn parse_stat(text: &str) -> Result<Stat, ParseError> {
 /// Parses the soft `Max open files` limit of the text of `/proc/PID/limits`; `None` when
 /// unlimited.
 pub fn parse_open_files_limit(text: &str) -> Result<Option<u64>, ParseError> {
+    parse_soft_limit(text, "Max open files")
+}
+
+/// Parses the soft limit of the line `name` of the text of `/proc/PID/limits`.
+fn parse_soft_limit(text: &str, name: &str) -> Result<Option<u64>, ParseError> {
     for (i, line) in text.lines().enumerate() {
-        let Some(rest) = line.strip_prefix("Max open files") else {
+        let Some(rest) = line.strip_prefix(name) else {
             continue;
         };
         return match rest.split_whitespace().next() {
@@ -568,7 +712,7 @@ pub fn parse_open_files_limit(text: &str) -> Result<Option<u64>, ParseError> {
     }
     Err(ParseError::new(
         text.lines().count(),
-        "no Max open files line",
+        format!("no {name} line"),
     ))
 }
 
@@ -707,6 +851,66 @@ Max locked memory         8388608              8388608              bytes
         assert!(parse_open_files_limit("Max open files            many   x\n").is_err());
         assert!(parse_open_files_limit("Max open files\n").is_err());
         assert!(parse_open_files_limit("Max processes 1 1 processes\n").is_err());
+    }
+
+    #[test]
+    fn parses_smaps() {
+        let text = "\
+55d5c9f3e000-55d5c9f5f000 rw-p 00000000 00:00 0                          [heap]
+Size:                132 kB
+Rss:                 100 kB
+Pss:                 100 kB
+Anonymous:           100 kB
+Swap:                 12 kB
+VmFlags: rd wr mr mw me ac sd
+7f1e2e000000-7f1e2e021000 rw-s 00000000 00:05 4242   /memfd:shm (deleted)
+Rss:                   8 kB
+Anonymous:             0 kB
+Swap:                  0 kB
+";
+        let entries = parse_smaps(text).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].map.path.as_deref(), Some("[heap]"));
+        assert_eq!(
+            (entries[0].rss, entries[0].anonymous, entries[0].swap),
+            (100 << 10, 100 << 10, 12 << 10)
+        );
+        assert!(entries[1].map.shared && entries[1].map.deleted);
+        assert_eq!(entries[1].rss, 8 << 10);
+        assert_eq!(parse_smaps("Rss: 4 kB\n").unwrap_err().line, 1);
+        let bad = "1000-2000 rw-p 00000000 00:00 0\nRss: many kB\n";
+        assert_eq!(parse_smaps(bad).unwrap_err().line, 2);
+        let me = read_smaps(std::process::id()).unwrap();
+        assert!(me.iter().any(|entry| entry.rss > 0));
+    }
+
+    #[test]
+    fn reads_stack_pointers_and_remote_words() {
+        assert_eq!(
+            parse_syscall_stack_pointer(
+                "230 0x1 0x0 0x7ffd5a9e3f40 0x0 0x0 0x0 0x7ffd5a9e3f18 0x7f0a4bcd6fda\n"
+            ),
+            Some(0x7ffd_5a9e_3f18)
+        );
+        assert_eq!(
+            parse_syscall_stack_pointer("-1 0x7f0a4b3fe000 0x55d5c8a4f123\n"),
+            Some(0x7f0a_4b3f_e000)
+        );
+        assert_eq!(parse_syscall_stack_pointer("running\n"), None);
+        // A thread of ours blocked in a system call has a stack pointer in a mapping.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let blocked = std::thread::spawn(move || rx.recv());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let pointers = read_thread_stack_pointers(std::process::id(), 4096).unwrap();
+        tx.send(()).unwrap();
+        blocked.join().unwrap().unwrap();
+        assert!(!pointers.is_empty());
+        // Words of our own memory, and an address mapped nowhere between two that are.
+        let words: [u64; 4] = [1, 2, 0xfeed, 0xbeef];
+        let base = words.as_ptr() as u64;
+        let pairs = read_remote_pairs(std::process::id(), &[base, 8, base + 16]);
+        assert_eq!(pairs, [Some([1, 2]), None, Some([0xfeed, 0xbeef])]);
+        assert_eq!(read_remote_pairs(u32::MAX, &[base]), [None]);
     }
 
     #[test]

@@ -41,6 +41,54 @@
 //! regrowth alone is too short to judge; the next window, which starts after the drop, sees it
 //! whole. When the drop is early enough that the regrowth tops the earlier peak, the series is
 //! leaking by every criterion and is reported.
+//!
+//! # Turnover: growth matched by the release of older memory
+//!
+//! A trace sees only the allocations made while it runs. A cache that filled before the trace
+//! attached and now replaces one old entry at a time (frees the oldest, allocates a new one) is
+//! flat in memory, yet its stack's outstanding bytes climb until the whole cache has turned over
+//! once, which can take far longer than any window: by the rule above it is leaking. The kernel
+//! programs count the frees of addresses the trace never saw allocated by *freeing site* (the
+//! return address into `free`'s caller), with the freed bytes where the allocator keeps them in a
+//! header (glibc's chunk size; jemalloc, tcmalloc and mimalloc frees are counted only), and
+//! [`match_turnover`] sets those releases against the growing stacks:
+//!
+//! 1. Only stacks that the rule above finds leaking are considered, each with its rise over the
+//!    window (the fitted slope × span) and its mean outstanding block size. Memory mapped by
+//!    the program itself (`mmap`) is never offset by `free`.
+//! 2. Each site's released bytes over the same span are spent at most once. They go first to
+//!    stacks with a frame in the same function as the site (the code that frees is the code that
+//!    allocates, or one of its callers: `cache_insert` frees the oldest entry and allocates the
+//!    new one), then, for sites whose bytes are known, to stacks whose blocks are the size of the
+//!    freed ones (`min_block_ratio` to `max_block_ratio` of the stack's mean block, plus 32 bytes
+//!    of allocator rounding). Within each pass the (stack, site) pairs whose amounts agree best go
+//!    first, so a stack and the site that offsets it find each other before a leak of another
+//!    size or rate can take the site's bytes. A site counted without bytes offsets, in the first
+//!    pass only, its frees × the stack's mean block.
+//! 3. A stack is *turnover*, not leaking, when the releases matched to it cover at least
+//!    `min_cover` of its rise. A stack that grows with no matching release stays leaking, even
+//!    while another stack of the same process turns over.
+//!
+//! The process's own memory is the other half of the evidence, and the report gives it beside
+//! the verdict: in turnover the released memory is reused by the new allocations, so the heap
+//! stays flat and its live allocations (the traced allocations less the older memory released)
+//! do not grow; heap growth beside flat live allocations is memory retained by the allocator.
+//! A report whose heap grew at half the rate of its turnover stacks or more says so in a note:
+//! the released memory was not reused (fragmentation), or the verdict is wrong.
+//!
+//! Failure modes, each of which ends when the older memory has been released:
+//!
+//! * A program that drains memory allocated before the window while it leaks new memory of the
+//!   same size (no shared function) looks like turnover; the next window, once the old memory is
+//!   gone, finds the leak.
+//! * Two growing stacks that match one site equally well (same block size and rate, no shared
+//!   function) share its bytes in the greedy order: one of them may keep the other's verdict.
+//! * `realloc` of a block allocated before the window releases it unseen (the kernel programs
+//!   count only `free`), so a buffer that keeps being reallocated larger stays leaking.
+//! * With sampling (`--sample-rate`) the frees of unsampled allocations cannot be told from
+//!   releases of older memory: no stack is judged turnover, and the report says so.
+//! * Without symbols, sites and stacks share no function, and only sites with known bytes can
+//!   match (by block size).
 
 use std::cmp::Ordering;
 
@@ -64,6 +112,18 @@ pub fn theil_sen(points: &[(f64, f64)]) -> Option<f64> {
         }
     }
     median(&mut slopes)
+}
+
+/// [`theil_sen`] over at most `max_points` evenly spaced points of `points` (the first and the
+/// last included), so that a long series costs no more than a short one.
+pub fn theil_sen_thinned(points: &[(f64, f64)], max_points: usize) -> Option<f64> {
+    let n = points.len();
+    if n <= max_points.max(2) {
+        return theil_sen(points);
+    }
+    let last = max_points.max(2) - 1;
+    let thin: Vec<(f64, f64)> = (0..=last).map(|k| points[k * (n - 1) / last]).collect();
+    theil_sen(&thin)
 }
 
 /// The result of a Mann-Kendall trend test.
@@ -267,6 +327,130 @@ fn median(values: &mut [f64]) -> Option<f64> {
     })
 }
 
+/// Thresholds of the turnover rule (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnoverRule {
+    /// Smallest fraction of a stack's rise that the releases matched to it must cover for it to
+    /// be turnover. Default 0.5: a cache turning over is offset about fully (the usable size of
+    /// a freed block is at least what was requested for it), while a stack that grows more
+    /// than twice as fast as what it releases is accumulating.
+    pub min_cover: f64,
+    /// Smallest mean freed block, as a fraction of the stack's mean block, for a match by
+    /// size. Default 0.9.
+    pub min_block_ratio: f64,
+    /// Largest mean freed block, as a multiple of the stack's mean block (plus 32 bytes of
+    /// allocator rounding), for a match by size. Default 1.25.
+    pub max_block_ratio: f64,
+}
+
+impl Default for TurnoverRule {
+    fn default() -> Self {
+        TurnoverRule {
+            min_cover: 0.5,
+            min_block_ratio: 0.9,
+            max_block_ratio: 1.25,
+        }
+    }
+}
+
+/// Bytes of allocator rounding allowed between a requested block and its usable size.
+const ROUNDING_BYTES: f64 = 32.0;
+
+/// A stack the leak rule finds leaking, as [`match_turnover`] sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Growth {
+    /// Bytes it grew by over the window (fitted slope × span).
+    pub rise: f64,
+    /// Mean size of its outstanding blocks.
+    pub block: f64,
+}
+
+/// The frees at one site, over the window, of memory allocated before it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Release {
+    /// Frees.
+    pub frees: f64,
+    /// Their bytes; `None` when the allocator does not tell them.
+    pub bytes: Option<f64>,
+}
+
+impl Release {
+    /// Bytes per free, for a stack of blocks of `block` bytes when the allocator does not say.
+    fn per_free(&self, block: f64) -> f64 {
+        match self.bytes {
+            Some(bytes) if self.frees > 0.0 => bytes / self.frees,
+            _ => block,
+        }
+    }
+}
+
+/// What [`match_turnover`] found for one growing stack.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Matched {
+    /// Released bytes matched to the stack (estimated for sites counted without bytes).
+    pub released: f64,
+    /// The sites they came from (indices into the releases), in the order they were matched.
+    pub sites: Vec<usize>,
+    /// Whether they cover `min_cover` of the stack's rise: turnover, not a leak.
+    pub turnover: bool,
+}
+
+/// Sets the `releases` of memory allocated before the window against the `growths` of leaking
+/// stacks; `same_code` lists the (growth, release) pairs whose site is in a function of the
+/// stack. One [`Matched`] per growth, in order. See the module documentation for the rule.
+pub fn match_turnover(
+    growths: &[Growth],
+    releases: &[Release],
+    same_code: &[(usize, usize)],
+    rule: &TurnoverRule,
+) -> Vec<Matched> {
+    let mut matched = vec![Matched::default(); growths.len()];
+    let mut frees_left: Vec<f64> = releases.iter().map(|r| r.frees.max(0.0)).collect();
+    let sized = |g: usize, r: usize| {
+        let (growth, release) = (&growths[g], &releases[r]);
+        let Some(bytes) = release.bytes.filter(|_| release.frees > 0.0) else {
+            return false;
+        };
+        let freed = bytes / release.frees;
+        freed >= rule.min_block_ratio * growth.block
+            && freed <= rule.max_block_ratio * growth.block + ROUNDING_BYTES
+    };
+    let by_size: Vec<(usize, usize)> = (0..growths.len())
+        .flat_map(|g| (0..releases.len()).map(move |r| (g, r)))
+        .filter(|pair| !same_code.contains(pair) && sized(pair.0, pair.1))
+        .collect();
+    for pass in [same_code.to_vec(), by_size] {
+        let mut pairs: Vec<(f64, usize, usize)> = pass
+            .into_iter()
+            .filter(|&(g, r)| g < growths.len() && r < releases.len())
+            .map(|(g, r)| {
+                let rise = growths[g].rise.max(0.0);
+                let offer = frees_left[r] * releases[r].per_free(growths[g].block);
+                let disagreement = (rise - offer).abs() / rise.max(offer).max(f64::MIN_POSITIVE);
+                (disagreement, g, r)
+            })
+            .collect();
+        pairs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+        for (_, g, r) in pairs {
+            let need = growths[g].rise - matched[g].released;
+            let per_free = releases[r].per_free(growths[g].block);
+            if need <= 0.0 || frees_left[r] <= 0.0 || per_free <= 0.0 {
+                continue;
+            }
+            let taken = need.min(frees_left[r] * per_free);
+            frees_left[r] -= taken / per_free;
+            matched[g].released += taken;
+            if !matched[g].sites.contains(&r) {
+                matched[g].sites.push(r);
+            }
+        }
+    }
+    for (growth, found) in growths.iter().zip(&mut matched) {
+        found.turnover = growth.rise > 0.0 && found.released >= rule.min_cover * growth.rise;
+    }
+    matched
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,6 +480,14 @@ mod tests {
             .map(|i| (i as f64, if i == 4 { 1e9 } else { 3.0 * i as f64 + 1.0 }))
             .collect();
         assert_eq!(theil_sen(&line), Some(3.0));
+    }
+
+    #[test]
+    fn thinned_theil_sen_keeps_the_slope_of_a_line() {
+        let line: Vec<(f64, f64)> = (0..1000).map(|i| (i as f64, 5.0 * i as f64)).collect();
+        assert_eq!(theil_sen_thinned(&line, 48), Some(5.0));
+        assert_eq!(theil_sen_thinned(&line[..3], 48), Some(5.0));
+        assert_eq!(theil_sen_thinned(&line[..1], 48), None);
     }
 
     #[test]
@@ -555,5 +747,114 @@ mod tests {
         let a = judge(&points);
         assert!(a.leaking, "{a:?}");
         assert_eq!(a.slope_per_second, 100.0);
+    }
+
+    fn release(frees: f64, bytes: Option<f64>) -> Release {
+        Release { frees, bytes }
+    }
+
+    fn turnover(growths: &[Growth], releases: &[Release], same: &[(usize, usize)]) -> Vec<Matched> {
+        match_turnover(growths, releases, same, &TurnoverRule::default())
+    }
+
+    #[test]
+    fn a_cache_turning_over_is_offset_by_its_own_site() {
+        // 4 KiB entries, 500 replaced over the window: the site frees 4104-byte chunks.
+        let cache = Growth {
+            rise: 500.0 * 4096.0,
+            block: 4096.0,
+        };
+        let site = release(500.0, Some(500.0 * 4104.0));
+        let found = turnover(&[cache], &[site], &[(0, 0)]);
+        assert!(found[0].turnover, "{found:?}");
+        assert_eq!(found[0].sites, [0]);
+        assert_eq!(found[0].released, cache.rise);
+        // The same by size alone, without a shared function.
+        assert!(turnover(&[cache], &[site], &[])[0].turnover);
+        // Half the entries replaced, while the stack grew by all of them: still covered.
+        let half = release(250.0, Some(250.0 * 4104.0));
+        assert!(turnover(&[cache], &[half], &[(0, 0)])[0].turnover);
+        // A third: the stack accumulates.
+        let third = release(166.0, Some(166.0 * 4104.0));
+        let found = turnover(&[cache], &[third], &[(0, 0)]);
+        assert!(!found[0].turnover, "{found:?}");
+        assert!((found[0].released - 166.0 * 4104.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_leak_beside_a_turning_cache_stays_leaking() {
+        let cache = Growth {
+            rise: 2_000_000.0,
+            block: 4096.0,
+        };
+        // Leaks of the same block size, growing slower and faster than the cache turns over.
+        for leak_rise in [600_000.0, 2_400_000.0, 9_000_000.0] {
+            let leak = Growth {
+                rise: leak_rise,
+                block: 4096.0,
+            };
+            let site = release(2_000_000.0 / 4104.0, Some(2_000_000.0));
+            // The site is in the cache's function: matched there first.
+            let found = turnover(&[leak, cache], &[site], &[(1, 0)]);
+            assert!(!found[0].turnover && found[1].turnover, "{found:?}");
+            assert_eq!(found[0].released, 0.0);
+            // By size alone, the pair whose amounts agree wins: the cache.
+            let found = turnover(&[leak, cache], &[site], &[]);
+            assert!(
+                !found[0].turnover && found[1].turnover,
+                "{leak_rise}: {found:?}"
+            );
+        }
+        // A leak of another block size never matches by size.
+        let small = Growth {
+            rise: 2_000_000.0,
+            block: 256.0,
+        };
+        let site = release(2_000_000.0 / 4104.0, Some(2_000_000.0));
+        let found = turnover(&[small], &[site], &[]);
+        assert!(!found[0].turnover && found[0].sites.is_empty(), "{found:?}");
+    }
+
+    #[test]
+    fn each_released_byte_is_spent_once() {
+        let a = Growth {
+            rise: 1_000_000.0,
+            block: 1000.0,
+        };
+        let site = release(1000.0, Some(1_000_000.0));
+        let found = turnover(&[a, a], &[site], &[(0, 0), (1, 0)]);
+        assert_eq!(found.iter().filter(|m| m.turnover).count(), 1, "{found:?}");
+        let spent: f64 = found.iter().map(|m| m.released).sum();
+        assert!((spent - 1_000_000.0).abs() < 1e-6);
+        // Two sites together cover one stack.
+        let halves = [
+            release(300.0, Some(300_000.0)),
+            release(300.0, Some(300_000.0)),
+        ];
+        let found = turnover(&[a], &halves, &[(0, 0)]);
+        assert!(found[0].turnover, "{found:?}");
+        assert_eq!(found[0].sites, [0, 1]);
+        assert!((found[0].released - 600_000.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sites_without_bytes_match_only_in_their_function() {
+        let cache = Growth {
+            rise: 409_600.0,
+            block: 4096.0,
+        };
+        let counted = release(100.0, None);
+        let found = turnover(&[cache], &[counted], &[(0, 0)]);
+        assert!(found[0].turnover, "{found:?}");
+        assert_eq!(found[0].released, 409_600.0);
+        let found = turnover(&[cache], &[counted], &[]);
+        assert!(!found[0].turnover && found[0].released == 0.0, "{found:?}");
+        // Nothing released, nothing growing, out-of-range pairs: no turnover.
+        assert!(!turnover(&[cache], &[], &[(0, 3)])[0].turnover);
+        let flat = Growth {
+            rise: 0.0,
+            block: 64.0,
+        };
+        assert!(!turnover(&[flat], &[release(5.0, Some(320.0))], &[(0, 0)])[0].turnover);
     }
 }

@@ -1,12 +1,13 @@
 //! The always-on process watcher (no eBPF): it samples every process on the host each
 //! interval, keeps a bounded history per process identity (pid and start time), fits robust
-//! trends to each process's RSS, VSZ and open descriptors with [`crate::watch::trend`],
-//! decides which processes are suspected of leaking and forecasts when the growing resource
-//! runs out.
+//! trends to each process's RSS, VSZ, open descriptors and threads with
+//! [`crate::watch::trend`], decides which processes are suspected of leaking, forecasts when the
+//! growing resource runs out, and follows what the memory of a suspect is made of
+//! ([`crate::watch::memory`]).
 //!
 //! # The rule
 //!
-//! Each sample appends (time, RSS, VSZ, descriptors) to the process's history: a ring of at most
+//! Each sample appends (time, RSS, VSZ, descriptors, threads) to the process's history: a ring of at most
 //! `window_seconds / interval_seconds + 1` samples, none older than `window_seconds`. Only the
 //! samples taken once the process was `min_process_age_seconds` old count towards a trend, so
 //! start-up growth never does. A resource *trends* when, over the whole mature window or over
@@ -19,7 +20,8 @@
 //!    `min_recent_fraction` of the whole slope at least (Theil-Sen), so a rise confined to part
 //!    of the window (a cache filling fast) is not growth across it;
 //! 3. the Theil-Sen slope is at least the resource's absolute threshold
-//!    (`min_rss_growth_bytes_per_second`, `min_vsz_...`, `min_fd_growth_per_second`);
+//!    (`min_rss_growth_bytes_per_second`, `min_vsz_...`, `min_fd_growth_per_second`,
+//!    `min_thread_growth_per_second`);
 //! 4. slope × span is at least `min_relative_growth` × the current value;
 //! 5. for the recent part only: the last value also tops every earlier value of the window, so
 //!    the rising half of a sawtooth whose earlier teeth are in view never counts.
@@ -68,6 +70,21 @@
 //! A resource's growth that cannot be told from a leak while it lasts is still flagged while
 //! it lasts: a cache or a batch that keeps filling for longer than about `min_trend_seconds`
 //! plus `persistence` intervals with no earlier, higher peak in the window.
+//!
+//! # Forecasts
+//!
+//! Memory runs out at the tightest of the cgroups' memory limits and the host's memory,
+//! descriptors at the open-files limit, threads at the tightest of the cgroups' `pids.max` and
+//! `kernel.threads-max` (see [`crate::watch::limits`]); the forecast of a suspect is the soonest
+//! of its trending or imminent resources'.
+//!
+//! # Memory classes
+//!
+//! While a process is suspected, each sample also reads what its memory is made of (heap,
+//! anonymous mappings, thread stacks, files, shared memory, swap: [`crate::watch::memory`]), for
+//! at most [`MAX_MEMORY_SUSPECTS`] suspects a sample (in pid order), and its view carries each
+//! class with its growth since the suspicion began; the history is dropped when the suspicion
+//! clears.
 
 use std::collections::{HashMap, VecDeque, hash_map::Entry};
 
@@ -76,6 +93,7 @@ use thiserror::Error;
 use crate::config::WatchConfig;
 use crate::model::{Limit, ProcessView, Reason};
 use crate::watch::limits::{self, CgroupMounts, Cgroups};
+use crate::watch::memory::{self, ClassBytes, MemoryHistory};
 use crate::watch::procfs::{self, Pid, ProcError, Stat, Status};
 use crate::watch::trend::{self, LeakRule};
 
@@ -90,6 +108,8 @@ const GATE_MARGIN: f64 = 0.5;
 const STATUS_REFRESH_SAMPLES: u32 = 15;
 /// The resources watched, in the order of the per-resource arrays.
 const RESOURCES: [Reason; 4] = [Reason::Rss, Reason::Vsz, Reason::Fds, Reason::Threads];
+/// Most suspects whose memory classes are read in one sample.
+pub const MAX_MEMORY_SUSPECTS: usize = 32;
 /// Samples a run of growth must hold before its resource can be imminent.
 pub const IMMINENT_MIN_SAMPLES: usize = 4;
 /// Samples the slope of a run is fitted over (the latest).
@@ -133,6 +153,8 @@ pub trait ProcSource {
     fn memory_room(&mut self, cgroups: &Cgroups) -> Option<Limit>;
     /// The tightest limit on the threads of a process in `cgroups`, with the room left.
     fn thread_room(&mut self, cgroups: &Cgroups) -> Option<Limit>;
+    /// What the process's memory is made of now (see [`crate::watch::memory`]).
+    fn memory(&mut self, pid: Pid) -> Result<ClassBytes, ProcError>;
 }
 
 /// The host's `/proc` and its cgroup hierarchies.
@@ -207,6 +229,10 @@ impl ProcSource for ProcFs {
             .map_err(|err| log::debug!("process watcher: {err}"))
             .ok();
         limits::memory_room(&self.mounts, cgroups, host)
+    }
+
+    fn memory(&mut self, pid: Pid) -> Result<ClassBytes, ProcError> {
+        memory::sample(pid)
     }
 
     fn thread_room(&mut self, cgroups: &Cgroups) -> Option<Limit> {
@@ -486,6 +512,8 @@ struct Tracked {
     suspected: bool,
     /// The tightest memory limit, as last read.
     memory_limit: Option<Limit>,
+    /// What its memory is made of, sampled while it is suspected.
+    memory: Option<MemoryHistory>,
     /// The sample that last saw it.
     seen: u64,
 }
@@ -587,9 +615,10 @@ impl<S: ProcSource> Watcher<S> {
         let now = self.source.uptime_seconds()?;
         let pids = self.source.pids()?;
         self.generation += 1;
+        let mut memory_budget = MAX_MEMORY_SUSPECTS;
         let mut views = Vec::with_capacity(pids.len());
         for pid in pids {
-            if let Some(view) = self.observe(pid, now) {
+            if let Some(view) = self.observe(pid, now, &mut memory_budget) {
                 views.push(view);
             }
         }
@@ -624,8 +653,8 @@ impl<S: ProcSource> Watcher<S> {
     }
 
     /// Samples one process; `None` when it is gone, a kernel thread or a zombie, or cannot be
-    /// read.
-    fn observe(&mut self, pid: Pid, now: f64) -> Option<ProcessView> {
+    /// read. `memory_budget` counts down the suspects whose memory classes may still be read.
+    fn observe(&mut self, pid: Pid, now: f64, memory_budget: &mut usize) -> Option<ProcessView> {
         let stat = match self.source.stat(pid) {
             Ok(stat) => stat,
             Err(ProcError::Gone { .. }) => return None,
@@ -690,6 +719,7 @@ impl<S: ProcSource> Watcher<S> {
                     streaks: [0; 4],
                     suspected: false,
                     memory_limit: None,
+                    memory: None,
                     seen: 0,
                 };
                 match entry {
@@ -788,6 +818,18 @@ impl<S: ProcSource> Watcher<S> {
             }
         });
         let seconds_until_exhaustion = forecasts.reduce(f64::min);
+        if !tracked.suspected {
+            tracked.memory = None;
+        } else if *memory_budget > 0 {
+            *memory_budget -= 1;
+            match self.source.memory(pid) {
+                Ok(bytes) => tracked
+                    .memory
+                    .get_or_insert_with(MemoryHistory::default)
+                    .push(now, bytes, capacity),
+                Err(err) => log::debug!("process watcher: memory of {pid}: {err}"),
+            }
+        }
         let status = tracked.status.unwrap_or_default();
         Some(ProcessView {
             pid,
@@ -812,6 +854,7 @@ impl<S: ProcSource> Watcher<S> {
             traced: false,
             outstanding_bytes: None,
             latest_report: None,
+            memory: tracked.memory.as_ref().and_then(MemoryHistory::memory),
         })
     }
 }
@@ -876,6 +919,7 @@ mod tests {
         status_reads: usize,
         cgroup_reads: usize,
         room_reads: usize,
+        memory_reads: usize,
     }
 
     impl Script {
@@ -974,12 +1018,25 @@ mod tests {
                 remaining,
             })
         }
+
+        /// Up to 50 MiB of the RSS are thread stacks, the rest heap.
+        fn memory(&mut self, pid: Pid) -> Result<ClassBytes, ProcError> {
+            self.memory_reads += 1;
+            let p = self.get(pid)?;
+            let stacks = p.rss.min(50 << 20);
+            Ok(ClassBytes {
+                heap: p.rss - stacks,
+                thread_stacks: stacks,
+                ..ClassBytes::default()
+            })
+        }
     }
 
     fn scripted() -> Watcher<Script> {
         let script = Script {
             now: BOOT_OFFSET,
             mem_available: 8 << 30,
+            thread_room: Some(10_000),
             ..Script::default()
         };
         Watcher::with_source(WatchConfig::default(), script)
@@ -988,35 +1045,54 @@ mod tests {
     /// (rss, vsz, fds) at a time in seconds after the first sample.
     type Series = Box<dyn FnMut(f64) -> (f64, f64, f64)>;
 
+    /// Sets a process's figures at a time in seconds after the first sample.
+    type Driver = Box<dyn FnMut(f64, &mut FakeProc)>;
+
     /// Observes processes (pid 100, 101, ...), each started `age` seconds before the first
     /// sample, following their series, every 2 s for `seconds`; gives each process's views with
     /// the time (after the first sample) each was taken.
     fn simulate(processes: Vec<(f64, Series)>, seconds: f64) -> Vec<Vec<(f64, ProcessView)>> {
+        let drivers = processes
+            .into_iter()
+            .map(|(age, mut f)| {
+                let driver: Driver = Box::new(move |t, proc: &mut FakeProc| {
+                    let (rss, vsz, fds) = f(t);
+                    proc.rss = rss.max(0.0) as u64;
+                    proc.vsz = vsz.max(0.0) as u64;
+                    proc.fds = Some(fds.max(0.0).round() as u64);
+                });
+                (age, driver)
+            })
+            .collect();
+        drive(drivers, seconds).0
+    }
+
+    /// [`simulate`] with drivers that set any figure; also gives the watcher.
+    fn drive(
+        processes: Vec<(f64, Driver)>,
+        seconds: f64,
+    ) -> (Vec<Vec<(f64, ProcessView)>>, Watcher<Script>) {
         let mut watcher = scripted();
         let count = processes.len();
-        let mut series: Vec<Series> = Vec::new();
+        let mut drivers: Vec<Driver> = Vec::new();
         for (i, (age, f)) in processes.into_iter().enumerate() {
             let proc = FakeProc::new(BOOT_OFFSET - age);
             watcher.source.procs.insert(100 + i as Pid, proc);
-            series.push(f);
+            drivers.push(f);
         }
         let mut views = vec![Vec::new(); count];
         let mut t = 0.0;
         while t <= seconds {
             watcher.source.now = BOOT_OFFSET + t;
-            for (i, f) in series.iter_mut().enumerate() {
-                let (rss, vsz, fds) = f(t);
-                let proc = watcher.source.procs.get_mut(&(100 + i as Pid)).unwrap();
-                proc.rss = rss.max(0.0) as u64;
-                proc.vsz = vsz.max(0.0) as u64;
-                proc.fds = Some(fds.max(0.0).round() as u64);
+            for (i, f) in drivers.iter_mut().enumerate() {
+                f(t, watcher.source.procs.get_mut(&(100 + i as Pid)).unwrap());
             }
             for view in watcher.sample() {
                 views[(view.pid - 100) as usize].push((t, view));
             }
             t += 2.0;
         }
-        views
+        (views, watcher)
     }
 
     fn first_suspicion(views: &[(f64, ProcessView)]) -> Option<&(f64, ProcessView)> {
@@ -1227,6 +1303,106 @@ mod tests {
         let (_, last) = views.last().unwrap();
         assert!(!last.suspected && last.reasons.is_empty());
         assert!(last.rss_growth_bytes_per_second.abs() < 1.0, "{last:?}");
+    }
+
+    /// A process started an hour before the first sample whose threads follow `threads`.
+    fn threads(mut threads: impl FnMut(f64) -> f64 + 'static) -> (f64, Driver) {
+        let driver: Driver = Box::new(move |t, proc: &mut FakeProc| {
+            proc.threads = threads(t).max(1.0).round() as u64;
+        });
+        (3600.0, driver)
+    }
+
+    #[test]
+    fn thread_leaks_are_flagged_within_two_minutes() {
+        for onset in [0.0, 600.0] {
+            let mut processes = Vec::new();
+            for rate in [1.0, 3.0, 5.0] {
+                for seed in 0..4 {
+                    let mut rng = Rng(seed + 10 * rate as u64);
+                    // Threads that are never joined, beside a pool of 0 to 6 short-lived ones.
+                    processes.push(threads(move |t| {
+                        8.0 + rate * (t - onset).max(0.0) + (6.0 * rng.uniform()).floor()
+                    }));
+                }
+            }
+            let (views, _) = drive(processes, onset + 200.0);
+            for (i, views) in views.iter().enumerate() {
+                let rate = [1.0, 3.0, 5.0][i / 4];
+                let Some((t, view)) = first_suspicion(views) else {
+                    panic!("process {i} (onset {onset}) never suspected");
+                };
+                assert!(*t > onset && *t <= onset + 120.0, "process {i}: at {t}");
+                assert_eq!(view.reasons, [Reason::Threads], "process {i}");
+                let slope = view.thread_growth_per_second;
+                assert!((slope - rate).abs() < 0.25 * rate, "process {i}: {slope}");
+                // 10 000 more threads allowed, at the rate.
+                let forecast = view.seconds_until_exhaustion.unwrap();
+                assert!((forecast - 10_000.0 / slope).abs() < 1.0, "{forecast}");
+            }
+        }
+    }
+
+    #[test]
+    fn thread_pools_are_never_flagged() {
+        let mut processes = Vec::new();
+        for seed in 0..4 {
+            // A pool that starts and joins up to 16 short-lived workers at a time.
+            let mut rng = Rng(seed);
+            processes.push(threads(move |_| 1.0 + (17.0 * rng.uniform()).floor()));
+            // A burst of 50 workers every 30 to 90 s, joined within 10 s.
+            let period = 30.0 + 20.0 * seed as f64;
+            processes.push(threads(move |t| {
+                1.0 + if t % period < 10.0 { 50.0 } else { 0.0 }
+            }));
+            // A pool grown to 64 threads over 40 s at t = 300, then kept.
+            let mut rng = Rng(seed + 100);
+            processes.push(threads(move |t| {
+                2.0 + 64.0 * ((t - 300.0) / 40.0).clamp(0.0, 1.0) + (3.0 * rng.uniform()).floor()
+            }));
+        }
+        let (views, watcher) = drive(processes, 1200.0);
+        for (i, views) in views.iter().enumerate() {
+            if let Some((t, view)) = first_suspicion(views) {
+                panic!("process {i} suspected at {t}: {view:?}");
+            }
+        }
+        // Memory classes are read for suspects only.
+        assert_eq!(watcher.source.memory_reads, 0);
+    }
+
+    #[test]
+    fn suspects_carry_their_memory_classes() {
+        // RSS grows 512 KiB/s for 300 s, then stops.
+        let views = simulate(
+            vec![old(|t| {
+                (
+                    100.0 * MIB + 512.0 * 1024.0 * t.min(300.0),
+                    2048.0 * MIB,
+                    40.0,
+                )
+            })],
+            600.0,
+        );
+        let mut suspected = 0;
+        for (t, view) in &views[0] {
+            match (&view.memory, view.suspected) {
+                (Some(memory), true) => {
+                    suspected += 1;
+                    // The scripted host's heap is the RSS but 50 MiB.
+                    let heap = view.rss_bytes - (50 << 20);
+                    assert_eq!(memory.heap.resident_bytes, heap, "at {t}");
+                    if memory.window_seconds >= 10.0 && *t < 290.0 {
+                        let growth = memory.heap.growth_bytes_per_second;
+                        assert!((growth - 512.0 * 1024.0).abs() < 1024.0, "at {t}: {growth}");
+                        assert_eq!(memory.fastest_growing().map(|(name, _)| name), Some("heap"));
+                    }
+                }
+                (None, false) => {}
+                (memory, suspected) => panic!("at {t}: suspected {suspected}, {memory:?}"),
+            }
+        }
+        assert!(suspected > 50, "{suspected}");
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! End-to-end tests of the daemon, `leakmon run`: one daemon watches leaking scenario programs
-//! (RSS, VSZ, file descriptors) beside non-leaking controls, must suspect each leak for the
-//! right reason within [`DETECTION_LIMIT`] and never a control, traces the RSS leak on its own
-//! and stores a report naming the leaking function, exports metrics that `promtool` accepts and
-//! a real Prometheus server scrapes, answers bad requests with JSON errors, and detaches every
-//! probe on SIGTERM. It needs root, like every eBPF test.
+//! (RSS, VSZ, file descriptors, threads) beside non-leaking controls (a thread pool among them),
+//! must suspect each leak for the right reason within [`DETECTION_LIMIT`] and never a control,
+//! traces the RSS leak on its own and stores a report naming the leaking function, exports
+//! metrics that `promtool` accepts and a real Prometheus server scrapes, answers bad requests
+//! with JSON errors, and detaches every probe on SIGTERM. It needs root, like every eBPF test.
 
 mod config;
 mod metrics;

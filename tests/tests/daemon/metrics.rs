@@ -6,8 +6,12 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 
 /// The metric families the daemon must export.
-const REQUIRED: [&str; 11] = [
+const REQUIRED: [&str; 15] = [
     "leakmon_process_rss_bytes",
+    "leakmon_process_threads",
+    "leakmon_process_threads_growth_per_second",
+    "leakmon_process_memory_bytes",
+    "leakmon_process_memory_growth_bytes_per_second",
     "leakmon_process_vsz_bytes",
     "leakmon_process_open_fds",
     "leakmon_process_rss_growth_bytes_per_second",

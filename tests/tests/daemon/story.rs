@@ -1,7 +1,9 @@
 //! The whole story of one daemon run: leaks are suspected for the right reason and in time,
 //! controls never are, the RSS leak is traced automatically into a stored report that names
-//! its leaking function, the metrics pass `promtool` and reach a real Prometheus, on-demand
-//! traces and bad requests get the documented answers, and SIGTERM detaches every probe.
+//! its leaking function, a suspect's view says what its memory is made of, the thread leak's
+//! forecast runs against its cgroup's `pids.max`, the metrics pass `promtool` and reach a real
+//! Prometheus, on-demand traces and bad requests get the documented answers, and SIGTERM
+//! detaches every probe.
 //!
 //! Timing budget (the test fails past each limit): daemon and Prometheus start (at most 30 s
 //! each, about 2 s in practice); detection within [`DETECTION_LIMIT`] of each leak's start
@@ -12,13 +14,17 @@
 //! suspected (about 25 s); then a few seconds of requests and at most 10 s to exit. About 2.5
 //! minutes in all, under 4 at the limits.
 
+use std::ffi::CString;
 use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::PathBuf;
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use leakmon_tests::{
     BackgroundProcess, Daemon, HttpResponse, assert_no_leakmon_program_loaded, describe_report,
-    has_frame, serial,
+    has_frame, scenario_path, serial,
 };
 use monitor_daemon::model::{ProcessView, Reason};
 use monitor_daemon::report::Report;
@@ -42,6 +48,68 @@ const STAGGER: Duration = Duration::from_secs(5);
 /// The function of `rss_leak` that leaks.
 const RSS_LEAK_FUNCTION: &str = "leak_rss_chunk";
 
+/// `pids.max` of the cgroup the thread leak runs in.
+const PIDS_MAX: u64 = 2000;
+
+/// A cgroup of the v1 `pids` hierarchy (this host's kind) with a `pids.max`, removed when
+/// dropped (once its processes are gone).
+struct PidsCgroup(PathBuf);
+
+impl PidsCgroup {
+    /// A new cgroup under `/sys/fs/cgroup/pids`; `None` on a host without that hierarchy.
+    fn create() -> Option<Self> {
+        let root = PathBuf::from("/sys/fs/cgroup/pids");
+        if !root.join("cgroup.procs").exists() {
+            eprintln!(
+                "no cgroup v1 pids hierarchy: the thread forecast is not checked against pids.max"
+            );
+            return None;
+        }
+        let dir = root.join(format!("leakmon-story-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", dir.display()));
+        std::fs::write(dir.join("pids.max"), PIDS_MAX.to_string())
+            .unwrap_or_else(|error| panic!("setting {}/pids.max: {error}", dir.display()));
+        Some(PidsCgroup(dir))
+    }
+
+    /// Makes `command`'s process join the cgroup before it runs its program.
+    fn enter(&self, command: &mut Command) {
+        let procs = CString::new(
+            self.0
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .expect("no NUL in a cgroup path");
+        // SAFETY: only async-signal-safe calls between fork and exec; `procs` outlives them
+        // (the closure owns it).
+        unsafe {
+            command.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(fd);
+                Ok(())
+            });
+        }
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // The processes are killed by now; their exit may take a moment to reach the cgroup.
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("could not remove {}", self.0.display());
+    }
+}
+
 /// A leaking scenario and what the daemon must find.
 struct Leak {
     name: &'static str,
@@ -58,11 +126,17 @@ struct Leak {
 
 impl Leak {
     fn start(name: &'static str, reason: Reason, rate: f64) -> Self {
+        let mut command = Command::new(scenario_path(name));
+        command.arg(SCENARIO_SECONDS);
+        Self::start_command(name, reason, rate, command)
+    }
+
+    fn start_command(name: &'static str, reason: Reason, rate: f64, command: Command) -> Self {
         Leak {
             name,
             reason,
             rate,
-            process: BackgroundProcess::scenario(name, &[SCENARIO_SECONDS]),
+            process: BackgroundProcess::spawn(command, name),
             started: Instant::now(),
             detected: None,
             seen_traced: false,
@@ -115,11 +189,12 @@ impl Leak {
             self.name,
             self.rate
         );
-        if self.reason == Reason::Rss {
+        if matches!(self.reason, Reason::Rss | Reason::Threads) {
             assert!(
                 view.seconds_until_exhaustion
                     .is_some_and(|seconds| seconds.is_finite() && seconds > 0.0),
-                "no positive seconds_until_exhaustion for the RSS leak: {view:?}"
+                "no positive seconds_until_exhaustion for {}: {view:?}",
+                self.name
             );
         }
         eprintln!(
@@ -132,27 +207,48 @@ impl Leak {
     }
 }
 
-/// The scenarios the daemon watches: leaks and controls, killed when this is dropped.
+/// The scenarios the daemon watches: leaks and controls, killed when this is dropped (and then
+/// the thread leak's cgroup removed).
 struct Fleet {
     leaks: Vec<Leak>,
     controls: Vec<(&'static str, BackgroundProcess)>,
+    pids_cgroup: Option<PidsCgroup>,
 }
 
 impl Fleet {
-    /// Starts the RSS leak and the controls, then, [`STAGGER`] later, the other leaks.
+    /// Starts the RSS leak and the controls, then, [`STAGGER`] later, the other leaks (the
+    /// thread leak in a cgroup limited to [`PIDS_MAX`] tasks, where the host has the v1 pids
+    /// hierarchy).
     fn start() -> Self {
         let rss = Leak::start("rss_leak", Reason::Rss, 256.0 * 1024.0);
-        let controls = ["cache_plateau", "sawtooth", "churn", "startup_then_plateau"]
-            .into_iter()
-            .map(|name| (name, BackgroundProcess::scenario(name, &[SCENARIO_SECONDS])))
-            .collect();
+        let controls = [
+            "cache_plateau",
+            "sawtooth",
+            "churn",
+            "startup_then_plateau",
+            "thread_pool",
+        ]
+        .into_iter()
+        .map(|name| (name, BackgroundProcess::scenario(name, &[SCENARIO_SECONDS])))
+        .collect();
         thread::sleep(STAGGER);
+        let pids_cgroup = PidsCgroup::create();
+        let mut threads = Command::new(scenario_path("stuck_workers"));
+        threads.arg(SCENARIO_SECONDS);
+        if let Some(cgroup) = &pids_cgroup {
+            cgroup.enter(&mut threads);
+        }
         let leaks = vec![
             rss,
             Leak::start("vsz_leak", Reason::Vsz, 5.0 * 1024.0 * 1024.0),
             Leak::start("fd_leak", Reason::Fds, 20.0),
+            Leak::start_command("stuck_workers", Reason::Threads, 4.0, threads),
         ];
-        Fleet { leaks, controls }
+        Fleet {
+            leaks,
+            controls,
+            pids_cgroup,
+        }
     }
 
     fn leak(&self, name: &str) -> &Leak {
@@ -275,6 +371,17 @@ fn daemon_suspects_leaks_traces_them_and_exports_metrics() {
     let rss_pid = rss.process.pid();
     let (rss_detected, _) = rss.detected.expect("the RSS leak was suspected");
     let fd_pid = fleet.leak("fd_leak").process.pid();
+    let threads_pid = fleet.leak("stuck_workers").process.pid();
+    if fleet.pids_cgroup.is_some() {
+        // Forecast against the cgroup's pids.max: what is left of 2000 at 4 threads a second
+        // (kernel.threads-max, the other limit, leaves hours).
+        let view: ProcessView = daemon.get_json(&format!("/api/v1/processes/{threads_pid}"));
+        let forecast = view.seconds_until_exhaustion;
+        assert!(
+            forecast.is_some_and(|seconds| seconds > 0.0 && seconds < PIDS_MAX as f64 / 4.0),
+            "the thread leak's forecast is not against pids.max {PIDS_MAX}: {view:?}"
+        );
+    }
 
     // Prometheus scrapes the suspicion.
     let promql = "leakmon_process_leak_suspected{comm=\"rss_leak\"} == 1";
@@ -411,6 +518,22 @@ fn daemon_suspects_leaks_traces_them_and_exports_metrics() {
 
     let views = fleet.poll(&daemon);
     fleet.assert_controls_watched(&views);
+
+    // What the suspects' memory is made of, as GET /api/v1/processes/{pid} says (sampled since
+    // they became suspected, a minute or more ago by now).
+    for (pid, class) in [(rss_pid, "heap"), (threads_pid, "thread_stacks")] {
+        let view: ProcessView = daemon.get_json(&format!("/api/v1/processes/{pid}"));
+        let memory = view
+            .memory
+            .as_ref()
+            .unwrap_or_else(|| panic!("no memory object for suspect {pid}: {view:?}"));
+        assert_eq!(
+            memory.fastest_growing().map(|(name, _)| name),
+            Some(class),
+            "pid {pid} ({}) does not grow in {class}: {memory:?}",
+            view.comm
+        );
+    }
 
     // SIGTERM: exit 0 in time, with every probe detached.
     let took = daemon.terminate();

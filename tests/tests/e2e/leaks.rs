@@ -5,6 +5,7 @@ use leakmon_tests::{
     StackReport, TraceRun, assert_leak, describe_report, has_frame, stacks_with, trace_command,
 };
 
+use crate::memory::assert_grows_in;
 use crate::{INTERVAL, RUN_SECONDS};
 
 fn traced(scenario: &str) -> TraceRun {
@@ -141,6 +142,8 @@ fn mmap_leak() {
             describe_report(&run.report)
         );
     }
+    // The program's own mappings, not the allocator's heap.
+    assert_grows_in(&run.report, "anon_mappings");
 }
 
 #[test]
@@ -167,6 +170,8 @@ fn thread_leak() {
     let run = traced("thread_leak");
     let stacks = leaking_through(&run, "produce_message");
     assert_innermost(&run, &stacks, "produce_message");
+    // The producer thread allocates from an arena of its own: still the heap.
+    assert_grows_in(&run.report, "heap");
 }
 
 #[test]

@@ -6,12 +6,14 @@ mod errors;
 mod formats;
 mod leaks;
 mod lifecycle;
+mod memory;
 mod modes;
 mod no_frame_pointers;
 mod non_leaks;
 mod packaged;
 mod page_faults;
 mod python;
+mod turnover;
 
 /// Options of every traced scenario run: per-stack totals sampled twice a second.
 const INTERVAL: &[&str] = &["--interval", "0.5"];
