@@ -5,6 +5,14 @@
 //! budget); finished traces become reports in the state directory. SIGHUP reloads the
 //! configuration, SIGTERM and SIGINT detach every probe and stop.
 //!
+//! Methods (`trace.method`): under `auto`, a process is first traced by its page faults (the
+//! resident memory each stack brought in: cheap, any allocator or runtime); when that window
+//! ends and the process is still suspected, an allocation trace follows
+//! (`trace.follow_with_allocations`, when the process has an allocator to probe), whose report
+//! names the page-fault report it follows. Each method has its own overhead budget
+//! (`trace.max_events_per_second` for the allocator probes, `trace.max_faults_per_second` for
+//! the page faults): a budget overrun ends the traces of that method only.
+//!
 //! Urgency: a process whose exhaustion is imminent (`exhaustion_imminent`) is traced first, and
 //! when every trace slot is taken it takes the slot of the longest-running automatic trace of a
 //! process that is not urgent (that trace ends early, its report stored). A fast leak is traced
@@ -41,9 +49,9 @@ use tokio::{
 };
 
 use crate::{
-    config::{self, Config, ConfigError, TargetSelector, TraceConfig},
-    model::{OomKill, ProbeHealth, ProcessView, Reason, Snapshot},
-    report::{EndReason, Method, ProcessEnd, Report, text::human_bytes},
+    config::{self, Config, ConfigError, TargetSelector, TraceConfig, TraceMethod},
+    model::{Method, OomKill, ProbeHealth, ProcessView, Reason, Snapshot},
+    report::{EndReason, Frame, ProcessEnd, Report, text::human_bytes},
     serve::{
         api::{self, ApiState, Command, TraceAccepted},
         store::{ReportStore, StoreError},
@@ -283,16 +291,68 @@ fn save(store: &ReportStore, outgoing: Outgoing, kind: SavedKind) -> Saved {
     }
 }
 
-/// The frames of the report's top leaking stack, innermost first (by symbol, else module and
-/// address).
+/// Libraries whose frames are not a culprit: the C library and loader, the C++ runtime and the
+/// allocators (by file name prefix).
+const RUNTIME_LIBRARIES: [&str; 7] = [
+    "libc.so",
+    "libc-",
+    "ld-linux",
+    "libstdc++",
+    "libjemalloc",
+    "libtcmalloc",
+    "libmimalloc",
+];
+
+/// Whether `frame` is an allocator's entry point (`malloc`, glibc's `__GI___libc_malloc`,
+/// `operator new`, ...).
+fn is_allocator_entry(frame: &Frame) -> bool {
+    frame.symbol.as_deref().is_some_and(|symbol| {
+        let name = ["__GI___libc_", "__libc_"]
+            .iter()
+            .find_map(|prefix| symbol.strip_prefix(prefix))
+            .unwrap_or(symbol);
+        name.starts_with("operator new")
+            || allocators::ALLOCATOR_SYMBOLS
+                .iter()
+                .any(|(entry, _)| *entry == name)
+    })
+}
+
+/// Whether `frame` is in one of the [`RUNTIME_LIBRARIES`].
+fn in_runtime_library(frame: &Frame) -> bool {
+    frame.module.as_deref().is_some_and(|module| {
+        let name = module.rsplit('/').next().unwrap_or(module);
+        RUNTIME_LIBRARIES
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+    })
+}
+
+/// The frames of the report's top leaking stack from the culprit out (by symbol, else module
+/// and address): a page-fault stack's innermost frames in the allocator (up to its entry point)
+/// and in the C library (a `memset`) are skipped, unless nothing else is left.
 fn culprit(report: &Report) -> Vec<String> {
     report
         .stacks
         .iter()
         .find(|stack| stack.leaking)
         .map(|stack| {
-            stack
-                .frames
+            let frames = &stack.frames;
+            let past_allocator = frames
+                .iter()
+                .rposition(is_allocator_entry)
+                .map_or(0, |entry| entry + 1);
+            let start = past_allocator
+                + frames[past_allocator..]
+                    .iter()
+                    .take_while(|frame| in_runtime_library(frame))
+                    .count();
+            let frames = if start < frames.len() {
+                &frames[start..]
+            } else {
+                &frames[..]
+            };
+            frames
                 .iter()
                 .map(|frame| match (&frame.symbol, &frame.module) {
                     (Some(symbol), _) => symbol.clone(),
@@ -332,6 +392,8 @@ struct Running {
     comm: String,
     until: Instant,
     why: Why,
+    /// How it is traced.
+    method: Method,
     /// The id its reports are saved under.
     report_id: String,
     /// The process's exhaustion is imminent: its report is stored during the window.
@@ -351,6 +413,8 @@ struct Daemon {
     running: HashMap<u32, Running>,
     /// (pid, start time) → when it may be traced automatically again.
     cooldown: HashMap<(u32, u64), Instant>,
+    /// (pid, start time) → the page-fault report an allocation trace is to follow.
+    follow_ups: HashMap<(u32, u64), String>,
     /// pid → (start time of the process it is about, when known; report id).
     latest_reports: HashMap<u32, (Option<u64>, String)>,
     /// The report writer's queue (see [`report_writer`]).
@@ -371,17 +435,18 @@ struct Daemon {
     detaching: Arc<AtomicUsize>,
     views: Vec<ProcessView>,
     health: ProbeHealth,
-    last_counters: Option<(Instant, u64)>,
+    /// The probe counters at the previous trace tick: when, allocator probe hits, page faults.
+    last_counters: Option<(Instant, u64, u64)>,
     own_pid: u32,
 }
 
-fn session_params(trace: &TraceConfig, sample_rate: u64) -> SessionParams {
+fn session_params(trace: &TraceConfig, sample_rate: u64, method: Method) -> SessionParams {
     SessionParams {
         interval: Duration::from_secs_f64(trace.interval_seconds),
         min_age: Duration::ZERO,
         top: REPORT_TOP,
         sample_rate,
-        method: Method::Allocations,
+        method,
     }
 }
 
@@ -438,6 +503,7 @@ impl Daemon {
             .collect();
         self.cooldown
             .retain(|key, until| alive.contains(key) && *until > Instant::now());
+        self.follow_ups.retain(|key, _| alive.contains(key));
         let now = Instant::now();
         self.ended
             .retain(|_, (_, told)| now.duration_since(*told) < END_EVENT_TTL);
@@ -490,10 +556,10 @@ impl Daemon {
             } else {
                 continue;
             };
+            let key = (view.pid, view.start_time_ticks);
             if why != Why::Target
-                && self
-                    .cooldown
-                    .contains_key(&(view.pid, view.start_time_ticks))
+                && self.cooldown.contains_key(&key)
+                && !self.follow_ups.contains_key(&key)
             {
                 continue;
             }
@@ -509,8 +575,9 @@ impl Daemon {
             }
             let window = Duration::from_secs_f64(trace.window_seconds);
             let (pid, start_time_ticks) = (view.pid, view.start_time_ticks);
-            if let Err(reason) = self.start_trace(&view, window, why, urgent) {
+            if let Err(reason) = self.start_trace(&view, window, why, urgent, None) {
                 info!("not tracing pid {pid}: {reason}");
+                self.follow_ups.remove(&(pid, start_time_ticks));
                 self.cooldown
                     .insert((pid, start_time_ticks), now + FAILED_ATTACH_BACKOFF);
             }
@@ -542,35 +609,72 @@ impl Daemon {
         true
     }
 
+    /// How the process of `view` is traced next, as `trace.method` says: under `auto`, by its
+    /// allocations when an allocation trace is to follow its page-fault trace, else by its page
+    /// faults.
+    fn method_for(&self, view: &ProcessView) -> Method {
+        match self.config.trace.method {
+            TraceMethod::Allocations => Method::Allocations,
+            TraceMethod::PageFaults => Method::PageFaults,
+            TraceMethod::Auto
+                if self
+                    .follow_ups
+                    .contains_key(&(view.pid, view.start_time_ticks)) =>
+            {
+                Method::Allocations
+            }
+            TraceMethod::Auto => Method::PageFaults,
+        }
+    }
+
     /// Attaches to the process of `view` and traces it for `window`, counted from when its
-    /// probes are in place (attaching takes a while on a busy host); `urgent` when its
-    /// exhaustion is imminent.
+    /// probes are in place (attaching takes a while on a busy host), by `method` or else as
+    /// [`Daemon::method_for`] says; `urgent` when its exhaustion is imminent.
     fn start_trace(
         &mut self,
         view: &ProcessView,
         window: Duration,
         why: Why,
         urgent: bool,
-    ) -> Result<(), String> {
+        method: Option<Method>,
+    ) -> Result<Method, String> {
         let (pid, start_time_ticks, comm) = (view.pid, view.start_time_ticks, view.comm.clone());
         let nonzero = NonZeroU32::new(pid).ok_or("pid 0 is not a process")?;
-        let objects = allocators::allocator_objects(pid).map_err(|err| err.to_string())?;
+        let method = method.unwrap_or_else(|| self.method_for(view));
+        let objects = match method {
+            Method::Allocations => {
+                allocators::allocator_objects(pid).map_err(|err| err.to_string())?
+            }
+            Method::PageFaults => Vec::new(),
+        };
         let trace = &self.config.trace;
         let growth = view.rss_growth_bytes_per_second.max(0.0);
-        let sample_rate = sample_rate_for(
-            trace.sample_rate,
-            growth,
-            window.as_secs_f64(),
-            trace.max_allocations,
-        );
+        let sample_rate = match method {
+            Method::Allocations => sample_rate_for(
+                trace.sample_rate,
+                growth,
+                window.as_secs_f64(),
+                trace.max_allocations,
+            ),
+            Method::PageFaults => trace.sample_rate,
+        };
         let mut session = Session::start(
             &mut self.tracer,
             nonzero,
             &objects,
-            session_params(trace, sample_rate),
+            session_params(trace, sample_rate, method),
             false,
         )
         .map_err(|err| err.to_string())?;
+        let key = (pid, start_time_ticks);
+        if method == Method::Allocations
+            && let Some(faults_report) = self.follow_ups.remove(&key)
+        {
+            session.note(format!(
+                "follows the page-fault trace of report {faults_report}: the process was still \
+                 suspected when it ended; this report's stacks are its outstanding allocations"
+            ));
+        }
         if sample_rate != trace.sample_rate {
             session.note(format!(
                 "one allocation recorded per {} allocated on average: the process grew by {}/s, \
@@ -582,7 +686,8 @@ impl Daemon {
         let until = Instant::now() + window;
         let urgency = if urgent { ", exhaustion imminent" } else { "" };
         info!(
-            "tracing pid {pid} ({comm}) for {:.0} s ({why:?}{urgency})",
+            "tracing pid {pid} ({comm}) by its {} for {:.0} s ({why:?}{urgency})",
+            method.looks_at(),
             window.as_secs_f64()
         );
         let report_id = self.store.new_id(pid, &comm);
@@ -595,12 +700,13 @@ impl Daemon {
                 comm,
                 until,
                 why,
+                method,
                 report_id,
                 urgent,
                 next_report,
             },
         );
-        Ok(())
+        Ok(method)
     }
 
     /// Samples the traces under way, enforces the overhead budget, and ends the traces whose
@@ -630,27 +736,40 @@ impl Daemon {
             }
             Err(err) => warn!("reading stack totals: {err}"),
         }
-        let over_budget = self
-            .probe_rate()
-            .filter(|rate| *rate > self.config.trace.max_events_per_second);
+        let rates = self.probe_rates();
+        let trace = &self.config.trace;
+        // The budget a method is over, if any: (rate, budget, what fired, its setting).
+        let over_budget = |method: Method| {
+            let (rate, budget, what, key) = match method {
+                Method::Allocations => (
+                    rates.map(|(probes, _)| probes),
+                    trace.max_events_per_second,
+                    "the probes fired",
+                    "trace.max_events_per_second",
+                ),
+                Method::PageFaults => (
+                    rates.map(|(_, faults)| faults),
+                    trace.max_faults_per_second,
+                    "the traced processes took write faults",
+                    "trace.max_faults_per_second",
+                ),
+            };
+            rate.filter(|rate| *rate > budget)
+                .map(|rate| (rate, budget, what, key))
+        };
         let now = Instant::now();
-        let due: Vec<u32> = self
-            .running
-            .iter()
-            .filter(|(_, running)| {
-                over_budget.is_some() || running.until <= now || running.session.exited()
-            })
-            .map(|(pid, _)| *pid)
-            .collect();
-        for pid in due {
-            if let Some(rate) = over_budget
-                && let Some(running) = self.running.get_mut(&pid)
-            {
+        let mut due = Vec::new();
+        for (pid, running) in &mut self.running {
+            if let Some((rate, budget, what, key)) = over_budget(running.method) {
                 running.session.cut_short(format!(
-                    "stopped early: the probes fired {rate:.0} times a second, over the budget of {:.0} (trace.max_events_per_second)",
-                    self.config.trace.max_events_per_second
+                    "stopped early: {what} {rate:.0} times a second, over the budget of {budget:.0} ({key})"
                 ));
+                due.push(*pid);
+            } else if running.until <= now || running.session.exited() {
+                due.push(*pid);
             }
+        }
+        for pid in due {
             self.finish(pid);
         }
         self.interim_reports(now);
@@ -694,8 +813,9 @@ impl Daemon {
         }
     }
 
-    /// Probe hits per second since the previous call, over every traced process.
-    fn probe_rate(&mut self) -> Option<f64> {
+    /// Allocator probe hits and page faults per second since the previous call, over every
+    /// traced process.
+    fn probe_rates(&mut self) -> Option<(f64, f64)> {
         let counters = self.tracer.counters().ok()?;
         let hits: u64 = [
             Stat::Allocs,
@@ -707,10 +827,16 @@ impl Daemon {
         .iter()
         .map(|stat| counters[*stat as usize])
         .sum();
+        let faults = counters[Stat::PageFaults as usize];
         let now = Instant::now();
-        let previous = self.last_counters.replace((now, hits))?;
-        let seconds = now.duration_since(previous.0).as_secs_f64();
-        (seconds > 0.0).then(|| hits.saturating_sub(previous.1) as f64 / seconds)
+        let (then, hits_then, faults_then) = self.last_counters.replace((now, hits, faults))?;
+        let seconds = now.duration_since(then).as_secs_f64();
+        (seconds > 0.0).then(|| {
+            (
+                hits.saturating_sub(hits_then) as f64 / seconds,
+                faults.saturating_sub(faults_then) as f64 / seconds,
+            )
+        })
     }
 
     /// Ends one trace. Detaching its probes (a kernel grace period per probe) and writing its
@@ -746,6 +872,15 @@ impl Daemon {
             self.cooldown
                 .insert((pid, running.start_time_ticks), Instant::now() + cooldown);
         }
+        if self.follows_with_allocations(pid, &running) {
+            running.session.note(
+                "the process was still suspected when this window ended: an allocation trace \
+                 follows (trace.follow_with_allocations)"
+                    .to_owned(),
+            );
+            self.follow_ups
+                .insert((pid, running.start_time_ticks), running.report_id.clone());
+        }
         let (report, detached) =
             running
                 .session
@@ -768,6 +903,25 @@ impl Daemon {
         if self.writer.send(job).is_err() {
             error!("the report writer has stopped; the report of pid {pid} is lost");
         }
+    }
+
+    /// Whether an allocation trace is to follow the trace `running` of `pid`, which ends now:
+    /// under `trace.method = auto` with `trace.follow_with_allocations`, a page-fault trace
+    /// whose window ran out (not cut short, not exited) of a process still suspected that has
+    /// an allocator to probe.
+    fn follows_with_allocations(&self, pid: u32, running: &Running) -> bool {
+        let trace = &self.config.trace;
+        trace.method == TraceMethod::Auto
+            && trace.follow_with_allocations
+            && running.method == Method::PageFaults
+            && running.until <= Instant::now()
+            && !running.session.exited()
+            && self.views.iter().any(|view| {
+                view.pid == pid
+                    && view.start_time_ticks == running.start_time_ticks
+                    && view.suspected
+            })
+            && allocators::allocator_objects(pid).is_ok_and(|objects| !objects.is_empty())
     }
 
     /// A watched process is gone: records how it ended, on its latest report when it has one
@@ -982,9 +1136,10 @@ impl Daemon {
             Command::Trace {
                 pid,
                 duration,
+                method,
                 reply,
             } => {
-                let answer = self.requested_trace(pid, duration);
+                let answer = self.requested_trace(pid, duration, method);
                 if reply.send(answer).is_err() {
                     warn!("the API gave up waiting for the trace of pid {pid}");
                 }
@@ -992,7 +1147,12 @@ impl Daemon {
         }
     }
 
-    fn requested_trace(&mut self, pid: u32, duration: Duration) -> Result<TraceAccepted, String> {
+    fn requested_trace(
+        &mut self,
+        pid: u32,
+        duration: Duration,
+        method: Option<Method>,
+    ) -> Result<TraceAccepted, String> {
         if pid == self.own_pid {
             return Err("leakmon does not trace itself".to_owned());
         }
@@ -1017,10 +1177,11 @@ impl Daemon {
             .ok_or_else(|| format!("pid {pid} is not watched"))?;
         let view = view.clone();
         let urgent = view.reasons.contains(&Reason::ExhaustionImminent);
-        self.start_trace(&view, duration, Why::Requested, urgent)?;
+        let method = self.start_trace(&view, duration, Why::Requested, urgent, method)?;
         Ok(TraceAccepted {
             pid,
             duration_seconds: duration.as_secs_f64(),
+            method,
         })
     }
 
@@ -1079,6 +1240,7 @@ impl Daemon {
         for view in &mut processes {
             if let Some(running) = self.running.get(&view.pid) {
                 view.traced = true;
+                view.trace_method = Some(running.method);
                 view.outstanding_bytes = Some(running.session.outstanding_bytes());
                 // The trace's sample of the memory classes knows the live allocations too.
                 if let Some(memory) = running.session.memory() {
@@ -1218,6 +1380,7 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
         symbolizer: Symbolizer::new(),
         running: HashMap::new(),
         cooldown: HashMap::new(),
+        follow_ups: HashMap::new(),
         latest_reports: HashMap::new(),
         writer: jobs_tx,
         ended: HashMap::new(),
@@ -1363,5 +1526,58 @@ mod tests {
         );
         let none = report(1, "app", vec![stack(false, &[Some("cache_fill")])]);
         assert!(culprit(&none).is_empty());
+    }
+
+    #[test]
+    fn a_page_fault_stack_is_blamed_past_the_allocator_and_the_c_library() {
+        const LIBC: &str = "/usr/lib/x86_64-linux-gnu/libc.so.6";
+        let stack = |frames: &[(&str, &str)]| crate::report::StackReport {
+            leaking: true,
+            frames: frames
+                .iter()
+                .map(|(symbol, module)| frame(0x1234, Some(symbol), Some(module)))
+                .collect(),
+            ..crate::report::StackReport::default()
+        };
+        let culprit_of = |frames: &[(&str, &str)]| culprit(&report(1, "app", vec![stack(frames)]));
+        // A fault in the allocator's own writes, under malloc (glibc's internal name).
+        assert_eq!(
+            culprit_of(&[
+                ("_int_malloc", LIBC),
+                ("__GI___libc_malloc", LIBC),
+                ("record_rejection", "/usr/bin/app"),
+                ("main", "/usr/bin/app"),
+            ]),
+            ["record_rejection", "main"]
+        );
+        // A fault in memset, called by the program; a C++ operator new.
+        assert_eq!(
+            culprit_of(&[
+                ("__memset_avx2_unaligned_erms", LIBC),
+                ("fill", "/usr/bin/app"),
+            ]),
+            ["fill"]
+        );
+        assert_eq!(
+            culprit_of(&[
+                ("operator new(unsigned long)", "/usr/lib/libstdc++.so.6"),
+                ("Cache::add", "/usr/bin/app"),
+            ]),
+            ["Cache::add"]
+        );
+        // An allocator linked into the program: past its entry point.
+        assert_eq!(
+            culprit_of(&[
+                ("je_arena_malloc_hard", "/usr/bin/app"),
+                ("malloc", "/usr/bin/app"),
+                ("store_key", "/usr/bin/app"),
+            ]),
+            ["store_key"]
+        );
+        // Nothing but the C library: kept as it is.
+        assert_eq!(
+            culprit_of(&[("memset", LIBC), ("start_thread", LIBC)]),
+            ["memset", "start_thread"]
+        );
     }
 }

@@ -115,6 +115,9 @@ struct ReportArgs {
     /// Report format (text, json, folded, pprof, svg).
     #[arg(long, default_value = "text", value_parser = str::parse::<ReportFormat>)]
     format: ReportFormat,
+    /// The latest report made by this method [default: the latest report].
+    #[arg(long, value_enum)]
+    method: Option<TraceMethod>,
     /// Write the report here instead of standard output.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -137,6 +140,15 @@ struct ProbeCostArgs {
     /// Command to run.
     #[arg(last = true, required = true, value_name = "COMMAND")]
     command: Vec<String>,
+}
+
+impl From<TraceMethod> for Method {
+    fn from(method: TraceMethod) -> Self {
+        match method {
+            TraceMethod::Allocations => Self::Allocations,
+            TraceMethod::PageFaults => Self::PageFaults,
+        }
+    }
 }
 
 /// How `leakmon trace` looks at the process.
@@ -248,7 +260,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report(args) => {
-            let bytes = oncall::report(&args.daemon.client()?, args.pid.get(), args.format)?;
+            let method = args.method.map(Method::from);
+            let bytes =
+                oncall::report(&args.daemon.client()?, args.pid.get(), args.format, method)?;
             write_output(args.output.as_deref(), &bytes)
         }
         Command::Top(args) => Ok(top::run(&args.daemon.client()?, args.interval)?),
@@ -336,10 +350,7 @@ fn run_trace(args: TraceArgs) -> anyhow::Result<()> {
             min_age: args.min_age,
             top: args.top,
             sample_rate: args.sample_rate,
-            method: match args.method {
-                TraceMethod::Allocations => Method::Allocations,
-                TraceMethod::PageFaults => Method::PageFaults,
-            },
+            method: args.method.into(),
         },
         limits: MapLimits {
             allocations: args.max_allocations,

@@ -149,8 +149,11 @@ pub struct ProcessView {
     /// The tightest memory limit, as last read (it is read while the process's memory grows).
     #[serde(default)]
     pub memory_limit: Option<Limit>,
-    /// Whether the allocation tracer is attached to it now.
+    /// Whether a tracer is attached to it now.
     pub traced: bool,
+    /// How it is traced now, while traced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_method: Option<Method>,
     /// Outstanding bytes the tracer sees, while traced.
     pub outstanding_bytes: Option<u64>,
     /// Id of its latest stored report.
@@ -308,4 +311,45 @@ pub struct Snapshot {
     /// Writing reports.
     #[serde(default)]
     pub report_store: StoreHealth,
+}
+
+/// How a trace looked at a process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Probes on the allocator: every outstanding allocation with its stack (precise, leak
+    /// versus cache, outstanding objects; a kernel trap on every allocator call).
+    #[default]
+    Allocations,
+    /// The process's page faults: the resident memory each stack brought in and the process
+    /// still holds (any allocator or runtime; a cost proportional to the growth, not to the
+    /// allocation rate).
+    PageFaults,
+}
+
+impl Method {
+    /// Every method, in the order the daemon tries them.
+    pub const ALL: [Self; 2] = [Self::PageFaults, Self::Allocations];
+
+    /// The name in reports, configuration and metrics (`allocations`, `page_faults`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Allocations => "allocations",
+            Self::PageFaults => "page_faults",
+        }
+    }
+
+    /// What the method looks at, for people: `page faults`, `allocations`.
+    pub const fn looks_at(self) -> &'static str {
+        match self {
+            Self::Allocations => "allocations",
+            Self::PageFaults => "page faults",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }

@@ -113,6 +113,7 @@ pub(crate) fn process_view(pid: u32, comm: &str) -> crate::model::ProcessView {
         seconds_until_exhaustion: None,
         memory_limit: None,
         traced: false,
+        trace_method: None,
         outstanding_bytes: None,
         latest_report: None,
         memory: None,

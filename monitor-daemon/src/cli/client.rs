@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::model::ProcessView;
+use crate::model::{Method, ProcessView};
 use crate::report::OutputFormat;
 use crate::serve::api::Token;
 
@@ -202,6 +202,9 @@ pub struct TraceStarted {
     pub pid: u32,
     /// The length of the trace window.
     pub duration_seconds: f64,
+    /// How it is traced (absent from daemons before the page-fault method).
+    #[serde(default)]
+    pub method: Method,
 }
 
 /// One HTTP answer.
@@ -260,9 +263,16 @@ impl Client {
         self.get_json("/api/v1/status")
     }
 
-    /// `GET /api/v1/processes/{pid}/report?format=...`: the latest report of `pid`, encoded.
-    pub fn report(&self, pid: u32, format: ReportFormat) -> Result<Vec<u8>, ClientError> {
-        let path = format!("/api/v1/processes/{pid}/report?format={format}");
+    /// `GET /api/v1/processes/{pid}/report?format=...[&method=...]`: the latest report of `pid`
+    /// (by `method`, when given), encoded.
+    pub fn report(
+        &self,
+        pid: u32,
+        format: ReportFormat,
+        method: Option<Method>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let by = method.map_or_else(String::new, |method| format!("&method={method}"));
+        let path = format!("/api/v1/processes/{pid}/report?format={format}{by}");
         Ok(self.request("GET", &path)?.body)
     }
 
@@ -580,7 +590,9 @@ mod tests {
             7\r\nleakmon\r\n1;ext=1\r\n \r\n6\r\nreport\r\n0\r\nX-Trailer: 1\r\n\r\n"
             .to_vec();
         let (addr, server) = serve(vec![answer]);
-        let body = Client::new(addr).report(42, ReportFormat::Svg).unwrap();
+        let body = Client::new(addr)
+            .report(42, ReportFormat::Svg, None)
+            .unwrap();
         assert_eq!(body, b"leakmon report");
         let requests = server.join().unwrap();
         assert!(requests[0].starts_with("GET /api/v1/processes/42/report?format=svg HTTP/1.1"));
@@ -600,7 +612,7 @@ mod tests {
             b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 9\r\n\r\nboom\nmore".to_vec(),
         ]);
         let client = Client::new(addr);
-        let error = client.report(42, ReportFormat::Json).unwrap_err();
+        let error = client.report(42, ReportFormat::Json, None).unwrap_err();
         assert_eq!(error.status(), Some(404));
         assert_eq!(error.to_string(), "no report for pid 42 yet");
         let error = client.status().unwrap_err();
@@ -625,7 +637,8 @@ mod tests {
             started,
             TraceStarted {
                 pid: 42,
-                duration_seconds: 2.0
+                duration_seconds: 2.0,
+                method: Method::Allocations,
             }
         );
         let requests = server.join().unwrap();

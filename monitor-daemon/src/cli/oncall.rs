@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use crate::cli::client::{Client, ClientError, ReportFormat};
 use crate::config::{self, ConfigError};
-use crate::model::{OomKill, ProcessView, Reason, StoreHealth};
+use crate::model::{Method, OomKill, ProcessView, Reason, StoreHealth};
 use crate::report::text::{human_bytes, human_rate, memory_line};
 use crate::serve::api::{AccessError, Token};
 
@@ -95,18 +95,24 @@ pub fn status(client: &Client) -> Result<String, ClientError> {
     Ok(format_status(client.addr(), &health, &processes, now))
 }
 
-/// `leakmon report`: the latest report of `pid` in `format`, as bytes to write to stdout or a
-/// file.
-pub fn report(client: &Client, pid: u32, format: ReportFormat) -> Result<Vec<u8>, ClientError> {
-    client.report(pid, format)
+/// `leakmon report`: the latest report of `pid` (by `method`, when given) in `format`, as bytes
+/// to write to stdout or a file.
+pub fn report(
+    client: &Client,
+    pid: u32,
+    format: ReportFormat,
+    method: Option<Method>,
+) -> Result<Vec<u8>, ClientError> {
+    client.report(pid, format, method)
 }
 
 /// Asks the daemon to trace `pid` for `duration`; returns the confirmation to print.
 pub fn trace(client: &Client, pid: u32, duration: Duration) -> Result<String, ClientError> {
     let started = client.start_trace(pid, duration)?;
     Ok(format!(
-        "tracing pid {} for {}; its report will be available when the trace ends\n",
+        "tracing pid {} by its {} for {}; its report will be available when the trace ends\n",
         started.pid,
+        started.method.looks_at(),
         human_duration(started.duration_seconds)
     ))
 }
@@ -188,9 +194,15 @@ pub fn format_status(
             let outstanding = process
                 .outstanding_bytes
                 .map_or_else(|| "unknown".to_owned(), human_bytes);
+            // A page-fault trace's figure is the resident memory its stacks brought in.
+            let (by, held) = match process.trace_method {
+                Some(Method::PageFaults) => (" by page faults", "resident"),
+                Some(Method::Allocations) => (" by allocations", "outstanding"),
+                None => ("", "outstanding"),
+            };
             let _ = writeln!(
                 out,
-                "  {} {}: outstanding {outstanding}",
+                "  {} {}{by}: {held} {outstanding}",
                 process.pid, process.comm
             );
         }
@@ -564,6 +576,7 @@ mod tests {
         leaky.fd_growth_per_second = 0.5;
         leaky.seconds_until_exhaustion = Some(2.0 * 3600.0 + 13.0 * 60.0);
         leaky.traced = true;
+        leaky.trace_method = Some(Method::Allocations);
         leaky.outstanding_bytes = Some(12 * 1024 * 1024);
         leaky.latest_report = Some("4242-1700000000".to_owned());
         leaky.threads = 9;
@@ -619,7 +632,7 @@ mod tests {
                  runs out in 2h 13m; traced now; latest report 4242-1700000000\n\
              \n\
              traced:\n  \
-               4242 app: outstanding 12.0 MiB\n  \
+               4242 app by allocations: outstanding 12.0 MiB\n  \
                99\n\
              \n\
              probes: loaded\n  \

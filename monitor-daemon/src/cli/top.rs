@@ -17,7 +17,7 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
 use crate::cli::client::{Client, ClientError, ReportFormat, TraceStarted};
 use crate::cli::oncall::{forecast_text, human_count_rate, human_duration};
-use crate::model::ProcessView;
+use crate::model::{Method, ProcessView};
 use crate::report::text::{human_bytes, human_rate, human_rate_per_minute};
 
 /// Length of the trace the `t` key starts.
@@ -61,7 +61,9 @@ pub fn run(client: &Client, interval: Duration) -> Result<(), TopError> {
             Action::None => {}
             Action::Quit => return Ok(()),
             Action::Trace(pid) => app.trace_started(pid, client.start_trace(pid, TRACE_DURATION)),
-            Action::Report(pid) => app.report_fetched(pid, client.report(pid, ReportFormat::Text)),
+            Action::Report(pid) => {
+                app.report_fetched(pid, client.report(pid, ReportFormat::Text, None))
+            }
         }
     }
 }
@@ -168,9 +170,15 @@ pub fn row_cells(process: &ProcessView) -> [String; 13] {
     } else {
         String::new()
     };
+    // How it is traced (pf: page faults, alloc: allocations), with what the trace holds.
+    let method = match process.trace_method {
+        Some(Method::PageFaults) => "pf ",
+        Some(Method::Allocations) => "alloc ",
+        None => "",
+    };
     let traced = match (process.traced, process.outstanding_bytes) {
-        (true, Some(bytes)) => human_bytes(bytes),
-        (true, None) => "yes".to_owned(),
+        (true, Some(bytes)) => format!("{method}{}", human_bytes(bytes)),
+        (true, None) => format!("{method}yes"),
         (false, _) => String::new(),
     };
     [
@@ -298,8 +306,9 @@ impl App {
     pub fn trace_started(&mut self, pid: u32, answer: Result<TraceStarted, ClientError>) {
         self.status = match answer {
             Ok(started) => Status::Info(format!(
-                "tracing pid {} for {}; press r for its report when it ends",
+                "tracing pid {} by its {} for {}; press r for its report when it ends",
                 started.pid,
+                started.method.looks_at(),
                 human_duration(started.duration_seconds)
             )),
             Err(error) => Status::Error(format!("cannot trace pid {pid}: {error}")),
@@ -534,6 +543,7 @@ mod tests {
         leaky.seconds_until_exhaustion = Some(3.0 * 3600.0 + 600.0);
         leaky.fd_growth_per_second = 0.25;
         leaky.traced = true;
+        leaky.trace_method = Some(Method::PageFaults);
         leaky.outstanding_bytes = Some(5 * 1024 * 1024);
         leaky.threads = 40;
         leaky.memory = Some(Memory {
@@ -627,7 +637,7 @@ mod tests {
                 "rss,fds",
                 "heap +120.0 KiB/min",
                 "3h 10m",
-                "5.0 MiB",
+                "pf 5.0 MiB",
             ]
         );
         assert_eq!(

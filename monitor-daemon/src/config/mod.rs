@@ -136,12 +136,51 @@ pub struct TargetSelector {
     pub cgroup: Option<String>,
 }
 
+/// How the daemon traces a process (`trace.method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TraceMethod {
+    /// Page faults first (cheap, any allocator or runtime); an allocation trace follows when
+    /// `trace.follow_with_allocations` is set and the process is still suspected.
+    #[default]
+    Auto,
+    /// Page faults only.
+    #[serde(alias = "page_faults")]
+    PageFaults,
+    /// Allocator probes only.
+    Allocations,
+}
+
+impl TraceMethod {
+    /// The name in the configuration file.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::PageFaults => "page-faults",
+            Self::Allocations => "allocations",
+        }
+    }
+}
+
+impl std::fmt::Display for TraceMethod {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// `[trace]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TraceConfig {
     /// Trace a suspected process automatically. Default true.
     pub auto: bool,
+    /// How: `auto` (page faults first, then allocations), `page-faults` or `allocations`.
+    /// Default `auto`.
+    pub method: TraceMethod,
+    /// Under `auto`, a page-fault trace whose process is still suspected when its window ends
+    /// is followed by an allocation trace (leak versus cache, outstanding objects), when the
+    /// process has an allocator to probe. Default true.
+    pub follow_with_allocations: bool,
     /// Length of an automatic or on-demand trace window, in seconds. Default 60.
     pub window_seconds: f64,
     /// Seconds between samples of the per-stack totals. Default 2.
@@ -153,6 +192,10 @@ pub struct TraceConfig {
     /// Overhead budget: a trace whose probes fire more often than this (per second) is stopped
     /// early and its report marked partial. Default 200000.
     pub max_events_per_second: f64,
+    /// Overhead budget of page-fault traces: a trace whose traced processes take more write
+    /// faults than this (per second, together) is stopped early and its report marked
+    /// partial. Default 20000 (80 MB/s of growth).
+    pub max_faults_per_second: f64,
     /// Mean bytes between sampled allocations (0 records every allocation). Default 0.
     pub sample_rate: u64,
     /// Trace every process (opt-in, for hosts that want it). Default false.
@@ -176,11 +219,14 @@ impl Default for TraceConfig {
     fn default() -> Self {
         Self {
             auto: true,
+            method: TraceMethod::Auto,
+            follow_with_allocations: true,
             window_seconds: 60.0,
             interval_seconds: 2.0,
             max_concurrent: 2,
             cooldown_seconds: 1800.0,
             max_events_per_second: 200_000.0,
+            max_faults_per_second: 20_000.0,
             sample_rate: 0,
             all_processes: false,
             targets: Vec::new(),
@@ -506,6 +552,28 @@ mod tests {
             },
         ];
         assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn trace_methods_are_named_as_on_the_command_line() {
+        for (text, method) in [
+            ("auto", TraceMethod::Auto),
+            ("page-faults", TraceMethod::PageFaults),
+            ("page_faults", TraceMethod::PageFaults),
+            ("allocations", TraceMethod::Allocations),
+        ] {
+            let config = parse(&format!("[trace]\nmethod = \"{text}\"\n"), ORIGIN).unwrap();
+            assert_eq!(config.trace.method, method, "{text}");
+        }
+        assert_eq!(Config::default().trace.method, TraceMethod::Auto);
+        assert_eq!(TraceMethod::PageFaults.to_string(), "page-faults");
+        let error = parse("[trace]\nmethod = \"uprobes\"\n", ORIGIN)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("trace.method") && !error.contains('\n'),
+            "{error}"
+        );
     }
 
     #[test]

@@ -5,7 +5,8 @@
 use std::{net::SocketAddr, path::PathBuf};
 
 use super::{
-    Config, DaemonConfig, MetricsConfig, ReportsConfig, TargetSelector, TraceConfig, WatchConfig,
+    Config, DaemonConfig, MetricsConfig, ReportsConfig, TargetSelector, TraceConfig, TraceMethod,
+    WatchConfig,
 };
 
 /// Settings the daemon applies only when it starts (sockets, directories and kernel map sizes).
@@ -94,11 +95,14 @@ impl Config {
         {
             let TraceConfig {
                 auto,
+                method,
+                follow_with_allocations,
                 window_seconds,
                 interval_seconds,
                 max_concurrent,
                 cooldown_seconds,
                 max_events_per_second,
+                max_faults_per_second,
                 sample_rate,
                 all_processes,
                 targets,
@@ -107,8 +111,9 @@ impl Config {
                 max_unwind_rows,
                 report_refresh_seconds,
             } = trace;
-            push_settings!(list, "trace": auto, window_seconds, interval_seconds, max_concurrent,
-                cooldown_seconds, max_events_per_second, sample_rate, all_processes, targets,
+            push_settings!(list, "trace": auto, method, follow_with_allocations, window_seconds,
+                interval_seconds, max_concurrent, cooldown_seconds, max_events_per_second,
+                max_faults_per_second, sample_rate, all_processes, targets,
                 max_allocations, max_stacks, max_unwind_rows, report_refresh_seconds);
         }
         {
@@ -172,7 +177,7 @@ macro_rules! render_by_display {
         })+
     };
 }
-render_by_display!(bool, u32, u64, usize, f64, SocketAddr);
+render_by_display!(bool, u32, u64, usize, f64, SocketAddr, TraceMethod);
 
 impl Render for PathBuf {
     fn render(&self) -> String {

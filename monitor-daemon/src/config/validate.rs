@@ -194,6 +194,12 @@ impl Config {
             "trace.max_events_per_second",
             || format!("must be a positive number of events per second (got {events})"),
         )?;
+        let faults = trace.max_faults_per_second;
+        ensure(
+            faults.is_finite() && faults > 0.0,
+            "trace.max_faults_per_second",
+            || format!("must be a positive number of faults per second (got {faults})"),
+        )?;
         ensure(
             trace.sample_rate <= MAX_SAMPLE_RATE,
             "trace.sample_rate",
@@ -375,6 +381,11 @@ mod tests {
             (
                 "[trace]\nmax_events_per_second = 0",
                 "trace.max_events_per_second",
+                "positive",
+            ),
+            (
+                "[trace]\nmax_faults_per_second = -1",
+                "trace.max_faults_per_second",
                 "positive",
             ),
             (

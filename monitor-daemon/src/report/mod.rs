@@ -21,6 +21,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::model::Memory;
+pub use crate::model::Method;
 
 use self::folded::render_folded;
 use self::pprof::{PprofError, encode_pprof};
@@ -105,39 +106,6 @@ pub fn encode(report: &Report, format: OutputFormat, top: usize) -> Result<Vec<u
         OutputFormat::Folded => render_folded(report).into_bytes(),
         OutputFormat::Pprof => encode_pprof(report)?,
     })
-}
-
-/// How a trace looked at a process.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Method {
-    /// Probes on the allocator: every outstanding allocation with its stack (precise, leak
-    /// versus cache, outstanding objects; a kernel trap on every allocator call).
-    #[default]
-    Allocations,
-    /// The process's page faults: the resident memory each stack brought in and the process
-    /// still holds (any allocator or runtime; a cost proportional to the growth, not to the
-    /// allocation rate).
-    PageFaults,
-}
-
-impl Method {
-    /// Every method, in the order the daemon tries them.
-    pub const ALL: [Self; 2] = [Self::PageFaults, Self::Allocations];
-
-    /// The name in reports, configuration and metrics (`allocations`, `page_faults`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Allocations => "allocations",
-            Self::PageFaults => "page_faults",
-        }
-    }
-}
-
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// What a trace of one process found.

@@ -12,7 +12,7 @@ use std::fs;
 
 use monitor_common::Stat;
 
-use crate::model::{MemoryClass, ProcessView, Reason, Snapshot};
+use crate::model::{MemoryClass, Method, ProcessView, Reason, Snapshot};
 use crate::watch::procfs;
 
 /// Renders `snapshot` in the Prometheus text format. Only the first `max_process_series`
@@ -49,9 +49,27 @@ pub fn render(snapshot: &Snapshot, max_process_series: usize) -> String {
     );
     out.gauge(
         "leakmon_processes_traced",
-        "Processes the allocation tracer is attached to.",
+        "Processes a tracer is attached to (either method).",
         traced_count(snapshot) as f64,
     );
+    out.family(
+        "leakmon_processes_traced_by_method",
+        "gauge",
+        "Processes traced now, by method (page_faults: their page faults; allocations: the \
+         allocator probes).",
+    );
+    for method in Method::ALL {
+        let traced = snapshot
+            .processes
+            .iter()
+            .filter(|p| p.trace_method == Some(method))
+            .count();
+        out.sample(
+            "leakmon_processes_traced_by_method",
+            &[("method", method.name())],
+            traced as f64,
+        );
+    }
     out.gauge(
         "leakmon_processes_without_series",
         "Watched processes left without per-process series by the series cap.",
@@ -188,7 +206,7 @@ const PROCESS_FAMILIES: [ProcessFamily; 14] = [
     ),
     (
         "leakmon_process_traced",
-        "1 while the allocation tracer is attached to the process, else 0.",
+        "1 while a tracer (either method) is attached to the process, else 0.",
         |p| Some(flag(p.traced)),
     ),
     (
@@ -453,6 +471,7 @@ mod tests {
         leaky.fd_growth_per_second = 1.25;
         leaky.seconds_until_exhaustion = Some(3600.0);
         leaky.traced = true;
+        leaky.trace_method = Some(Method::PageFaults);
         leaky.outstanding_bytes = Some(123_456);
         leaky.thread_growth_per_second = 2.5;
         leaky.memory = Some(Memory {
@@ -618,6 +637,20 @@ mod tests {
         assert_eq!(
             value(&text, "leakmon_processes_traced"),
             Some("1".to_owned())
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"leakmon_processes_traced_by_method{method="page_faults"}"#
+            ),
+            Some("1".to_owned())
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"leakmon_processes_traced_by_method{method="allocations"}"#
+            ),
+            Some("0".to_owned())
         );
         assert_eq!(
             value(&text, r#"leakmon_bpf_map_entries{map="allocs"}"#),

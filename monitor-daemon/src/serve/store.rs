@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::config::ReportsConfig;
-use crate::model::StoreHealth;
+use crate::model::{Method, StoreHealth};
 use crate::report::{EncodeError, OutputFormat, Report, encode};
 
 /// Suffix of a report's JSON file.
@@ -284,24 +284,28 @@ impl ReportStore {
     }
 
     /// The newest report of process `pid`, with its id: the one held in memory, else the
-    /// newest on disk.
-    pub fn latest_for(&self, pid: u32) -> Result<Option<(String, Arc<Report>)>, StoreError> {
+    /// newest on disk; with `method`, the newest made by that method.
+    pub fn latest_for(
+        &self,
+        pid: u32,
+        method: Option<Method>,
+    ) -> Result<Option<(String, Arc<Report>)>, StoreError> {
+        let wanted = |report: &Report| method.is_none_or(|method| report.method == method);
         if let Some(held) = self
             .memory()
             .held
             .iter()
-            .find(|held| held.report.pid == pid)
+            .find(|held| held.report.pid == pid && wanted(&held.report))
         {
             return Ok(Some((held.id.clone(), Arc::clone(&held.report))));
         }
-        let newest = self.list()?.into_iter().find(|meta| meta.pid == pid);
-        match newest {
-            Some(meta) => {
-                let report = self.read(&meta.id)?;
-                Ok(Some((meta.id, Arc::new(report))))
+        for meta in self.list()?.into_iter().filter(|meta| meta.pid == pid) {
+            let report = self.read(&meta.id)?;
+            if wanted(&report) {
+                return Ok(Some((meta.id, Arc::new(report))));
             }
-            None => Ok(None),
         }
+        Ok(None)
     }
 
     /// Reads the report `id`, from memory when it is held.
@@ -622,9 +626,9 @@ mod tests {
         assert_eq!(store.read(&id).unwrap(), original);
         let profile = decode_pprof(&store.read_pprof(&id).unwrap()).unwrap();
         assert_eq!(profile.sample.len(), 3);
-        let (latest_id, latest) = store.latest_for(42).unwrap().unwrap();
+        let (latest_id, latest) = store.latest_for(42, None).unwrap().unwrap();
         assert_eq!((latest_id.as_str(), &*latest), (id.as_str(), &original));
-        assert!(store.latest_for(43).unwrap().is_none());
+        assert!(store.latest_for(43, None).unwrap().is_none());
 
         let listed = store.list().unwrap();
         assert_eq!(listed.len(), 1);
@@ -641,9 +645,23 @@ mod tests {
         assert_ne!(newer_id, id);
         drop(store);
         let store = ReportStore::open(state.path(), ReportsConfig::default()).unwrap();
-        assert_eq!(store.latest_for(42).unwrap().unwrap().0, newer_id);
+        assert_eq!(store.latest_for(42, None).unwrap().unwrap().0, newer_id);
         let ids: Vec<String> = store.list().unwrap().into_iter().map(|m| m.id).collect();
-        assert_eq!(ids, [newer_id, id]);
+        assert_eq!(ids, [newer_id.clone(), id.clone()]);
+        // The newest of each method: a page-fault report saved after both.
+        let faults = Report {
+            method: Method::PageFaults,
+            ..report(42, "my app/x", 2)
+        };
+        let faults_id = saved(&store, faults);
+        let latest = |method| store.latest_for(42, method).unwrap().map(|(id, _)| id);
+        assert_eq!(latest(None), Some(faults_id.clone()));
+        assert_eq!(latest(Some(Method::PageFaults)), Some(faults_id));
+        assert_eq!(latest(Some(Method::Allocations)), Some(newer_id));
+        assert_eq!(
+            store.latest_for(43, Some(Method::PageFaults)).unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -704,7 +722,7 @@ mod tests {
 
         let ids: Vec<String> = store.list().unwrap().into_iter().map(|m| m.id).collect();
         assert_eq!(ids, [id.as_str()]);
-        assert!(store.latest_for(8).unwrap().is_none());
+        assert!(store.latest_for(8, None).unwrap().is_none());
         assert!(matches!(
             store.read_pprof("1700000000001-9-app"),
             Err(StoreError::NotFound(_))
@@ -771,7 +789,7 @@ mod tests {
         let err = store.read("5-6-app").unwrap_err();
         assert!(matches!(err, StoreError::Decode { .. }), "{err}");
         assert!(matches!(
-            store.latest_for(6),
+            store.latest_for(6, None),
             Err(StoreError::Decode { .. })
         ));
     }
@@ -829,7 +847,7 @@ mod tests {
                 .contains("No such file or directory")
         );
         // Served from memory, in every format.
-        let (latest, held) = store.latest_for(2).unwrap().unwrap();
+        let (latest, held) = store.latest_for(2, None).unwrap().unwrap();
         assert_eq!((latest.as_str(), held.stacks.len()), (id.as_str(), 2));
         assert_eq!(store.read(&id).unwrap().comm, "lost");
         let profile = decode_pprof(&store.read_pprof(&id).unwrap()).unwrap();
@@ -865,7 +883,7 @@ mod tests {
         assert_eq!(store.read(&ids[8]).unwrap().pid, 8);
         // A newer report of a process replaces its held one.
         let newer = store.save(report(20, "app", 4), None).0;
-        assert_eq!(store.latest_for(20).unwrap().unwrap().0, newer);
+        assert_eq!(store.latest_for(20, None).unwrap().unwrap().0, newer);
         assert_eq!(store.health().unstored, MAX_HELD as u64);
         assert!(matches!(store.read(&ids[20]), Err(StoreError::NotFound(_))));
     }

@@ -852,6 +852,7 @@ impl<S: ProcSource> Watcher<S> {
             seconds_until_exhaustion,
             memory_limit: tracked.memory_limit.clone(),
             traced: false,
+            trace_method: None,
             outstanding_bytes: None,
             latest_report: None,
             memory: tracked.memory.as_ref().and_then(MemoryHistory::memory),

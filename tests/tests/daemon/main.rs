@@ -10,6 +10,7 @@ mod metrics;
 mod oom;
 mod prometheus;
 mod report_store;
+mod runtimes;
 mod story;
 mod token;
 

@@ -142,6 +142,7 @@ pub(super) fn spawn_daemon(mut commands: mpsc::Receiver<Command>) {
         while let Some(Command::Trace {
             pid,
             duration,
+            method,
             reply,
         }) = commands.recv().await
         {
@@ -150,6 +151,7 @@ pub(super) fn spawn_daemon(mut commands: mpsc::Receiver<Command>) {
                     let _ = reply.send(Ok(TraceAccepted {
                         pid,
                         duration_seconds: duration.as_secs_f64(),
+                        method: method.unwrap_or(crate::model::Method::PageFaults),
                     }));
                 }
                 BUSY => {

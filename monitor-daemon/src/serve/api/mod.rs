@@ -61,6 +61,8 @@ pub enum Command {
         pid: u32,
         /// Length of the trace window.
         duration: Duration,
+        /// How, when the request says (else as `trace.method` says).
+        method: Option<crate::model::Method>,
         /// The answer: the accepted trace, or why not (served as 409 Conflict).
         reply: oneshot::Sender<Result<TraceAccepted, String>>,
     },

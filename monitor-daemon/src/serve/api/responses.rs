@@ -11,7 +11,7 @@ use inferno::flamegraph::color::{BasicPalette, Palette};
 use inferno::flamegraph::{self, Options};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{OomKill, ProbeHealth, StoreHealth};
+use crate::model::{Method, OomKill, ProbeHealth, StoreHealth};
 use crate::report::folded::render_folded;
 use crate::report::{OutputFormat, Report, encode};
 use crate::serve::store::{ReportStore, StoreError};
@@ -28,6 +28,9 @@ pub struct TraceAccepted {
     pub pid: u32,
     /// Length of the trace window.
     pub duration_seconds: f64,
+    /// How it is traced.
+    #[serde(default)]
+    pub method: Method,
 }
 
 /// The body of `GET /api/v1/status`.
@@ -150,14 +153,16 @@ pub(super) fn report_response(
     pid: u32,
     current_start: Option<u64>,
     format: ReportFormat,
+    method: Option<Method>,
 ) -> Result<Response, ApiError> {
     let not_found = || {
+        let by = method.map_or_else(String::new, |method| format!(" by {method}"));
         ApiError::new(
             StatusCode::NOT_FOUND,
-            format!("no report for process {pid}"),
+            format!("no report{by} for process {pid}"),
         )
     };
-    let (id, report) = store.latest_for(pid)?.ok_or_else(not_found)?;
+    let (id, report) = store.latest_for(pid, method)?.ok_or_else(not_found)?;
     if let Some(start) = current_start
         && let Some(reported) = report.start_time_ticks
         && reported != start

@@ -119,6 +119,7 @@ struct NoParams {}
 #[serde(deny_unknown_fields)]
 struct ReportParams {
     format: Option<String>,
+    method: Option<String>,
 }
 
 /// `POST /api/v1/processes/{pid}/trace`.
@@ -126,6 +127,20 @@ struct ReportParams {
 #[serde(deny_unknown_fields)]
 struct TraceParams {
     duration: Option<String>,
+    method: Option<String>,
+}
+
+/// The `method` parameter: `page-faults` (or `page_faults`) or `allocations`.
+fn trace_method(raw: Option<&str>) -> Result<Option<crate::model::Method>, ApiError> {
+    use crate::model::Method as Traced;
+    match raw {
+        None => Ok(None),
+        Some("page-faults" | "page_faults") => Ok(Some(Traced::PageFaults)),
+        Some("allocations") => Ok(Some(Traced::Allocations)),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "bad method `{other}`: expected page-faults or allocations"
+        ))),
+    }
 }
 
 fn current(state: &ApiState) -> Arc<Snapshot> {
@@ -190,6 +205,7 @@ async fn process_report(
     Params(params): Params<ReportParams>,
 ) -> Result<Response, ApiError> {
     let format = ReportFormat::parse(params.format.as_deref())?;
+    let method = trace_method(params.method.as_deref())?;
     let store = Arc::clone(&state.store);
     // A watched process is only given reports of itself, not of an earlier process that had
     // the same pid; a process no longer watched (it exited, perhaps OOM-killed) gets its last.
@@ -198,7 +214,7 @@ async fn process_report(
         .iter()
         .find(|process| process.pid == pid)
         .map(|process| process.start_time_ticks);
-    tokio::task::spawn_blocking(move || report_response(&store, pid, current_start, format))
+    tokio::task::spawn_blocking(move || report_response(&store, pid, current_start, format, method))
         .await
         .map_err(ApiError::internal)?
 }
@@ -208,6 +224,7 @@ async fn trace(
     Pid(pid): Pid,
     Params(params): Params<TraceParams>,
 ) -> Result<Response, ApiError> {
+    let method = trace_method(params.method.as_deref())?;
     let seconds = match params.duration.as_deref() {
         None => DEFAULT_TRACE_SECONDS,
         Some(raw) => match raw.parse::<f64>() {
@@ -246,6 +263,7 @@ async fn trace(
     let command = Command::Trace {
         pid,
         duration: Duration::from_secs_f64(seconds),
+        method,
         reply,
     };
     let unavailable = |why: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, why);
@@ -405,6 +423,7 @@ mod tests {
             ("/api/v1/processes/10/trace?duration=1", 1.0),
             ("/api/v1/processes/10/trace", DEFAULT_TRACE_SECONDS),
         ] {
+            let method = crate::model::Method::PageFaults;
             let (status, headers, body) = call(router, Method::POST, uri).await;
             assert_eq!(status, StatusCode::ACCEPTED, "{uri}");
             assert_eq!(content_type(&headers), "application/json");
@@ -413,10 +432,34 @@ mod tests {
                 accepted,
                 TraceAccepted {
                     pid: LEAKY,
-                    duration_seconds: seconds
+                    duration_seconds: seconds,
+                    method,
                 }
             );
         }
+        // The method asked for reaches the daemon; an unknown one is refused.
+        for (query, method) in [
+            ("method=allocations", crate::model::Method::Allocations),
+            ("method=page-faults", crate::model::Method::PageFaults),
+            (
+                "duration=2&method=page_faults",
+                crate::model::Method::PageFaults,
+            ),
+        ] {
+            let uri = format!("/api/v1/processes/10/trace?{query}");
+            let (status, _, body) = call(router, Method::POST, &uri).await;
+            assert_eq!(status, StatusCode::ACCEPTED, "{uri}");
+            let accepted: TraceAccepted = serde_json::from_slice(&body).unwrap();
+            assert_eq!(accepted.method, method, "{uri}");
+        }
+        let message = expect_error(
+            router,
+            Method::POST,
+            "/api/v1/processes/10/trace?method=valgrind",
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert!(message.contains("bad method `valgrind`"), "{message}");
 
         for duration in ["0", "0.5", "3601", "abc", "NaN", "inf", "-5", "", "1e9"] {
             let uri = format!("/api/v1/processes/10/trace?duration={duration}");
