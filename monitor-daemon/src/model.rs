@@ -64,6 +64,9 @@ pub enum LimitKind {
     CgroupV1Pids,
     /// The host's `kernel.threads-max`.
     HostThreads,
+    /// The process's RLIMIT_NPROC (it counts every thread of its real user: the room is an upper
+    /// bound when the user runs other processes; root is not held to it).
+    Nproc,
 }
 
 impl LimitKind {
@@ -77,6 +80,7 @@ impl LimitKind {
             Self::HostMemory => "the host's memory and swap",
             Self::CgroupV2Pids | Self::CgroupV1Pids => "pids.max",
             Self::HostThreads => "kernel.threads-max",
+            Self::Nproc => "RLIMIT_NPROC",
         }
     }
 }

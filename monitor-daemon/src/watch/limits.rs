@@ -2,8 +2,9 @@
 //! cgroups of the process in either hierarchy, cgroup v2 (`memory.max`, `memory.high`,
 //! `memory.swap.max`, `pids.max`) and cgroup v1 (`memory.limit_in_bytes`,
 //! `memory.memsw.limit_in_bytes`, `pids.max`), each read up the tree to the root, and the host's
-//! own (MemAvailable and free swap; `kernel.threads-max`). Hybrid hosts, with v1 controllers
-//! beside a v2 hierarchy, are read through both.
+//! own (MemAvailable and free swap; `kernel.threads-max`), and the process's own RLIMIT_NPROC
+//! for its threads. Hybrid hosts, with v1 controllers beside a v2 hierarchy, are read through
+//! both.
 //!
 //! Where memory runs out: the room below a memory limit is the limit less the cgroup's working
 //! set (its usage less its inactive file pages, which the kernel reclaims first, as the kubelet
@@ -19,7 +20,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::model::{Limit, LimitKind};
-use crate::watch::procfs::{Pid, ProcError};
+use crate::watch::procfs::{self, Pid, ProcError};
 
 /// A v1 counter at or above this is "no limit" (the kernel writes `PAGE_COUNTER_MAX` pages).
 const V1_UNLIMITED: u64 = 1 << 62;
@@ -273,7 +274,7 @@ fn levels(root: &Path, cgroup: &str) -> Vec<(PathBuf, String)> {
 }
 
 /// The tighter of two rooms (the one with less left).
-fn tighter(a: Option<Limit>, b: Option<Limit>) -> Option<Limit> {
+pub fn tighter(a: Option<Limit>, b: Option<Limit>) -> Option<Limit> {
     match (a, b) {
         (Some(a), Some(b)) => Some(if b.remaining < a.remaining { b } else { a }),
         (a, b) => a.or(b),
@@ -392,6 +393,22 @@ fn v1_memory_room(dir: &Path, path: &str, swap_free: u64) -> Option<Limit> {
 
 /// The tightest room for new threads of the process: `pids.max` of its pids cgroup and every
 /// ancestor (v2 or v1), and the host's `kernel.threads-max` given `host` (threads now, maximum).
+/// The room RLIMIT_NPROC leaves a process `pid` that has `threads` threads; `None` when it is
+/// unlimited, cannot be read, or the process's real user is root (the kernel does not hold root
+/// to it). The limit counts every thread of the user, so the room is an upper bound.
+pub fn nproc_room(pid: Pid, threads: u64) -> Option<Limit> {
+    if procfs::read_real_uid(pid).ok()? == 0 {
+        return None;
+    }
+    let limit = procfs::read_process_limit(pid).ok()??;
+    Some(Limit {
+        kind: LimitKind::Nproc,
+        cgroup: None,
+        limit,
+        remaining: limit.saturating_sub(threads),
+    })
+}
+
 pub fn thread_room(
     mounts: &CgroupMounts,
     cgroups: &Cgroups,
@@ -747,6 +764,44 @@ mod tests {
             ..Cgroups::default()
         };
         assert_eq!(memory_room(&mounts, &gone, None), None);
+    }
+
+    #[test]
+    fn rlimit_nproc_holds_other_users_not_root() {
+        // SAFETY: getuid has no preconditions.
+        if unsafe { libc::getuid() } == 0 {
+            assert_eq!(nproc_room(std::process::id(), 1), None);
+        }
+        let mut child = std::process::Command::new("prlimit")
+            .args([
+                "--nproc=700:700",
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ])
+            .args(["--clear-groups", "sleep", "5"])
+            .spawn()
+            .expect("prlimit and setpriv (util-linux)");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+        let room = loop {
+            let room = nproc_room(pid, 1);
+            if room.is_some() || std::time::Instant::now() > deadline {
+                break room;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            room,
+            Some(Limit {
+                kind: LimitKind::Nproc,
+                cgroup: None,
+                limit: 700,
+                remaining: 699,
+            })
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Reading `/proc`: memory maps (and their resident figures, `smaps`), command name, memory
-//! status, open descriptors, start time, systemd unit (from a cgroup path), open-files limit and
-//! the threads' stack pointers of a process, a few words of its memory, the one-read summary of
+//! status, open descriptors, start time, systemd unit (from a cgroup path), open-files and
+//! process limits, real user and the threads' stack pointers of a process, a few words of its memory, the one-read summary of
 //! `/proc/PID/stat`, the list of processes, the host's uptime, and the system's page size and
 //! clock tick. The cgroups and limits are read by [`crate::watch::limits`].
 //!
@@ -324,6 +324,33 @@ pub fn open_fds(pid: Pid) -> Result<u64, ProcError> {
 pub fn read_open_files_limit(pid: Pid) -> Result<Option<u64>, ProcError> {
     let (path, text) = read_text(pid, "limits")?;
     parse_open_files_limit(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads the soft limit on processes of the process's user (`Max processes` in
+/// `/proc/PID/limits`, RLIMIT_NPROC, which counts threads); `None` when unlimited.
+pub fn read_process_limit(pid: Pid) -> Result<Option<u64>, ProcError> {
+    let (path, text) = read_text(pid, "limits")?;
+    parse_process_limit(&text).map_err(|e| e.at(&path))
+}
+
+/// Reads the real user id of the process (the first number of `Uid:` in `/proc/PID/status`).
+pub fn read_real_uid(pid: Pid) -> Result<u32, ProcError> {
+    let (path, text) = read_text(pid, "status")?;
+    parse_real_uid(&text).map_err(|e| e.at(&path))
+}
+
+/// Parses the real user id of the text of `/proc/PID/status`.
+pub fn parse_real_uid(text: &str) -> Result<u32, ParseError> {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(rest) = line.strip_prefix("Uid:") {
+            return rest
+                .split_whitespace()
+                .next()
+                .and_then(|uid| uid.parse().ok())
+                .ok_or_else(|| ParseError::new(i + 1, format!("bad Uid {rest:?}")));
+        }
+    }
+    Err(ParseError::new(text.lines().count(), "no Uid line"))
 }
 
 /// Reads the seconds since boot from `/proc/uptime` (the clock of process start times).
@@ -695,6 +722,12 @@ pub fn parse_open_files_limit(text: &str) -> Result<Option<u64>, ParseError> {
     parse_soft_limit(text, "Max open files")
 }
 
+/// Parses the soft `Max processes` limit (RLIMIT_NPROC, which counts threads) of the text of
+/// `/proc/PID/limits`; `None` when unlimited.
+pub fn parse_process_limit(text: &str) -> Result<Option<u64>, ParseError> {
+    parse_soft_limit(text, "Max processes")
+}
+
 /// Parses the soft limit of the line `name` of the text of `/proc/PID/limits`.
 fn parse_soft_limit(text: &str, name: &str) -> Result<Option<u64>, ParseError> {
     for (i, line) in text.lines().enumerate() {
@@ -851,6 +884,26 @@ Max locked memory         8388608              8388608              bytes
         assert!(parse_open_files_limit("Max open files            many   x\n").is_err());
         assert!(parse_open_files_limit("Max open files\n").is_err());
         assert!(parse_open_files_limit("Max processes 1 1 processes\n").is_err());
+        assert_eq!(parse_process_limit(LIMITS), Ok(Some(96365)));
+        assert_eq!(
+            parse_process_limit("Max processes unlimited unlimited processes\n"),
+            Ok(None)
+        );
+        assert!(parse_process_limit("Max open files 1 1 files\n").is_err());
+        assert!(read_process_limit(std::process::id()).is_ok());
+    }
+
+    #[test]
+    fn parses_the_real_uid() {
+        let status = "Name:\tx\nUid:\t1000\t0\t1000\t1000\nGid:\t5\t5\t5\t5\n";
+        assert_eq!(parse_real_uid(status), Ok(1000));
+        assert!(parse_real_uid("Uid:\tbad\n").is_err());
+        assert!(parse_real_uid("Name:\tx\n").is_err());
+        assert_eq!(
+            read_real_uid(std::process::id()).unwrap(),
+            // SAFETY: getuid has no preconditions.
+            unsafe { libc::getuid() }
+        );
     }
 
     #[test]

@@ -74,9 +74,9 @@
 //! # Forecasts
 //!
 //! Memory runs out at the tightest of the cgroups' memory limits and the host's memory,
-//! descriptors at the open-files limit, threads at the tightest of the cgroups' `pids.max` and
-//! `kernel.threads-max` (see [`crate::watch::limits`]); the forecast of a suspect is the soonest
-//! of its trending or imminent resources'.
+//! descriptors at the open-files limit, threads at the tightest of the cgroups' `pids.max`,
+//! `kernel.threads-max` and the process's RLIMIT_NPROC (see [`crate::watch::limits`]); the
+//! forecast of a suspect is the soonest of its trending or imminent resources'.
 //!
 //! # Memory classes
 //!
@@ -151,8 +151,9 @@ pub trait ProcSource {
     /// The tightest memory limit of a process in `cgroups` (its cgroups' and their ancestors',
     /// or the host's) with the room left below it; `None` when none can be read.
     fn memory_room(&mut self, cgroups: &Cgroups) -> Option<Limit>;
-    /// The tightest limit on the threads of a process in `cgroups`, with the room left.
-    fn thread_room(&mut self, cgroups: &Cgroups) -> Option<Limit>;
+    /// The tightest limit on the threads of process `pid`, which has `threads` and is in
+    /// `cgroups`, with the room left.
+    fn thread_room(&mut self, pid: Pid, threads: u64, cgroups: &Cgroups) -> Option<Limit>;
     /// What the process's memory is made of now (see [`crate::watch::memory`]).
     fn memory(&mut self, pid: Pid) -> Result<ClassBytes, ProcError>;
 }
@@ -235,8 +236,11 @@ impl ProcSource for ProcFs {
         memory::sample(pid)
     }
 
-    fn thread_room(&mut self, cgroups: &Cgroups) -> Option<Limit> {
-        limits::thread_room(&self.mounts, cgroups, limits::read_host_threads())
+    fn thread_room(&mut self, pid: Pid, threads: u64, cgroups: &Cgroups) -> Option<Limit> {
+        limits::tighter(
+            limits::thread_room(&self.mounts, cgroups, limits::read_host_threads()),
+            limits::nproc_room(pid, threads),
+        )
     }
 }
 
@@ -783,7 +787,7 @@ impl<S: ProcSource> Watcher<S> {
                 },
                 Reason::Threads => self
                     .source
-                    .thread_room(&tracked.cgroups)
+                    .thread_room(pid, stat.num_threads, &tracked.cgroups)
                     .map(|limit| limit.remaining),
                 Reason::Vsz | Reason::ExhaustionImminent => None,
             };
@@ -1011,7 +1015,7 @@ mod tests {
             })
         }
 
-        fn thread_room(&mut self, _: &Cgroups) -> Option<Limit> {
+        fn thread_room(&mut self, _: Pid, _: u64, _: &Cgroups) -> Option<Limit> {
             self.thread_room.map(|remaining| Limit {
                 kind: LimitKind::CgroupV2Pids,
                 cgroup: None,
