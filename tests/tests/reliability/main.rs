@@ -22,9 +22,10 @@ use std::time::Duration;
 const WATCH_LIMIT: Duration = Duration::from_secs(10);
 
 /// A daemon configuration for these tests: processes sampled twice a second (so a new process
-/// is watched, and a leak suspected, within seconds), trace windows sampled twice a second, no
-/// automatic tracing unless `trace` says so; `watch` and `trace` are extra lines of those
-/// sections.
+/// is watched, and a leak suspected, within seconds), trace windows sampled twice a second, by
+/// the allocation method (these tests are about the allocator probes, their maps and their
+/// teardown), no automatic tracing unless `trace` says so; `watch` and `trace` are extra lines
+/// of those sections.
 fn config(watch: &str, trace: &str) -> String {
     format!(
         "[watch]\n\
@@ -37,6 +38,7 @@ fn config(watch: &str, trace: &str) -> String {
          [trace]\n\
          interval_seconds = 0.5\n\
          cooldown_seconds = 1\n\
+         method = \"allocations\"\n\
          {trace}\n"
     )
 }
