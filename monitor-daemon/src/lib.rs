@@ -35,3 +35,119 @@ pub mod symbolize;
 mod testing;
 pub mod trace;
 pub mod watch;
+
+#[cfg(test)]
+mod layers {
+    //! The layer rule of the crate documentation, checked on the sources: outside its unit
+    //! tests, each module imports only the modules of lower layers (and itself).
+
+    use std::path::Path;
+
+    /// The modules by layer, bottom up (as the crate documentation lists them).
+    const LAYERS: [&[&str]; 8] = [
+        &["config", "model"],
+        &["report"],
+        &["watch"],
+        &["symbolize"],
+        &["trace"],
+        &["serve"],
+        &["cli"],
+        &["daemon"],
+    ];
+
+    fn layer(module: &str) -> Option<usize> {
+        LAYERS.iter().position(|layer| layer.contains(&module))
+    }
+
+    /// The top-level modules `text` names after `crate::`, in `crate::a::b` and in
+    /// `crate::{a::b, c}` alike.
+    fn imported(text: &str) -> Vec<String> {
+        let mut modules = Vec::new();
+        for (at, _) in text.match_indices("crate::") {
+            let rest = &text[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let mut depth = 0;
+                let mut start = true;
+                for (i, c) in group.char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' if depth == 0 => break,
+                        '}' => depth -= 1,
+                        ',' if depth == 0 => start = true,
+                        c if start && depth == 0 && (c.is_alphanumeric() || c == '_') => {
+                            let name: String = group[i..]
+                                .chars()
+                                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                                .collect();
+                            modules.push(name);
+                            start = false;
+                        }
+                        _ => {}
+                    }
+                }
+            } else {
+                modules.push(
+                    rest.chars()
+                        .take_while(|c| c.is_alphanumeric() || *c == '_')
+                        .collect(),
+                );
+            }
+        }
+        modules
+    }
+
+    /// The Rust files under `dir`, recursively.
+    fn sources(dir: &Path, files: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, files);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn imports_follow_the_layers() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&root, &mut files);
+        let mut checked = 0;
+        for file in files {
+            let relative = file.strip_prefix(&root).unwrap();
+            let first = relative.components().next().unwrap().as_os_str();
+            let module = first.to_str().unwrap().trim_end_matches(".rs");
+            let Some(own) = layer(module) else {
+                continue;
+            };
+            let text = std::fs::read_to_string(&file).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            // The unit tests' fixtures serve every layer's tests (and test-only modules).
+            for name in imported(code).into_iter().filter(|name| name != "testing") {
+                let Some(theirs) = layer(&name) else {
+                    panic!("{}: crate::{name} is in no layer", relative.display());
+                };
+                assert!(
+                    theirs < own || name == module,
+                    "{}: {module} (layer {}) imports crate::{name} (layer {})",
+                    relative.display(),
+                    own + 1,
+                    theirs + 1
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked > 40, "{checked} files checked");
+    }
+
+    #[test]
+    fn reads_both_import_forms() {
+        assert_eq!(
+            imported(
+                "use crate::watch::procfs;\nuse crate::{\n    config::{self, A},\n    model::B,\n};"
+            ),
+            ["watch", "config", "model"]
+        );
+    }
+}
