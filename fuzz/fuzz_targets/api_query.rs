@@ -51,6 +51,7 @@ fn view() -> ProcessView {
         seconds_until_exhaustion: None,
         memory_limit: None,
         traced: false,
+        trace_method: None,
         outstanding_bytes: None,
         latest_report: None,
         memory: None,
