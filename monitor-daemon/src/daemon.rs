@@ -1106,9 +1106,19 @@ impl Daemon {
     fn sweep(&mut self) {
         self.symbolizer.trim(Instant::now());
         let before = monotonic_ns().saturating_sub(SWEEP_MIN_AGE.as_nanos() as u64);
-        match self.tracer.sweep_tombstones(before) {
+        let running = &self.running;
+        match self
+            .tracer
+            .sweep_tombstones(before, |tgid| running.contains_key(&tgid))
+        {
             Ok(sweep) => {
                 log::debug!("swept {} freed allocations", sweep.swept);
+                if sweep.strays > 0 {
+                    warn!(
+                        "swept {} allocation entries of processes no longer traced",
+                        sweep.strays
+                    );
+                }
                 let entries = (sweep.live + sweep.kept_tombstones) as u64;
                 self.health.map_entries.insert("ALLOCS".to_owned(), entries);
             }

@@ -177,7 +177,7 @@ pub async fn trace(
             _ = sweeper.tick() => {
                 let before = crate::trace::session::monotonic_ns()
                     .saturating_sub(SWEEP_MIN_AGE.as_nanos() as u64);
-                tracer.sweep_tombstones(before)?;
+                tracer.sweep_tombstones(before, |tgid| tgid == pid.get())?;
             }
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(TraceError::Events)?;

@@ -266,6 +266,8 @@ pub struct Sweep {
     pub swept: usize,
     /// Tombstones recent enough to keep.
     pub kept_tombstones: usize,
+    /// Entries of processes no longer traced, deleted (see [`Tracer::sweep_tombstones`]).
+    pub strays: usize,
 }
 
 /// Capacities of the kernel maps.
@@ -1057,15 +1059,25 @@ impl Tracer {
 
     /// Deletes the tombstones (entries of freed allocations kept for reuse, see the kernel's
     /// `take_alloc`) of allocations made before `before_ns` (CLOCK_MONOTONIC): addresses the
-    /// program has not reused since.
+    /// program has not reused since. Also deletes the entries, made before `before_ns`, of
+    /// processes `traced` says are not traced any more: a trace's entries are purged when it
+    /// ends, so these are strays (an allocator call that raced the purge), which nothing else
+    /// would ever remove.
     ///
     /// An entry the kernel revives between this read and the delete would be lost; only cold
     /// entries are swept to make that unlikely.
-    pub fn sweep_tombstones(&mut self, before_ns: u64) -> Result<Sweep, TracerError> {
+    pub fn sweep_tombstones(
+        &mut self,
+        before_ns: u64,
+        traced: impl Fn(u32) -> bool,
+    ) -> Result<Sweep, TracerError> {
         let mut sweep = Sweep::default();
         let mut cold = Vec::new();
         for (key, info) in self.allocs.iter().filter_map(Result::ok) {
-            if !info.is_tombstone() {
+            if !traced(key.tgid) && info.timestamp_ns < before_ns {
+                sweep.strays += 1;
+                cold.push(key);
+            } else if !info.is_tombstone() {
                 sweep.live += 1;
             } else if info.timestamp_ns < before_ns {
                 cold.push(key);
@@ -1079,7 +1091,7 @@ impl Tracer {
                 source,
             })?;
         }
-        sweep.swept = cold.len();
+        sweep.swept = cold.len() - sweep.strays;
         Ok(sweep)
     }
 
