@@ -157,7 +157,8 @@ fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<(f64, Progr
     Ok((ns_per_pair(&stdout, &display(&cmd))?, stats))
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The middle value of `values` (the upper one of an even count).
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }

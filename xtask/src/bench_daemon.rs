@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
+use crate::bench::median;
+
 /// Idle processes the daemon watches during the measurement.
 const IDLE_PROCESSES: usize = 1000;
 /// How long the daemon settles, then how long its CPU time is measured.
@@ -95,11 +97,6 @@ fn loop_ns_per_pair(bench_loop: &Path) -> Result<f64> {
         .nth(1)
         .and_then(|rest| rest.trim_end_matches(['}', '\n', ' ']).parse().ok())
         .with_context(|| format!("no ns_per_pair in {text}"))
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Runs both measurements and prints their figures.

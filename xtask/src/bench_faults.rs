@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::bench::{BPF_STATS, program_stats};
+use crate::bench::{BPF_STATS, median, program_stats};
 use crate::process::{command, output, run, target_dir, workspace_root};
 
 /// The page-fault method's kernel program.
@@ -68,11 +68,6 @@ fn stop_trace(mut trace: Guard) -> Result<()> {
         bail!("leakmon trace failed: {status}");
     }
     Ok(())
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Compiles the fault loop.

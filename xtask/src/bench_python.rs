@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result};
 
+use crate::bench::median;
 use crate::process::{command, output, workspace_root};
 
 /// Rounds of each configuration.
@@ -25,11 +26,6 @@ fn ns_per_allocation(cmd: &mut Command) -> Result<f64> {
         .find_map(|line| line.split("\"ns_per_allocation\": ").nth(1))
         .and_then(|rest| rest.trim_end_matches(['}', ' ']).trim().parse().ok())
         .context("the Python loop printed no ns_per_allocation")
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// Measures and prints the table.

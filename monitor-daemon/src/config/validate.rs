@@ -28,8 +28,13 @@ fn ensure(ok: bool, key: &str, reason: impl FnOnce() -> String) -> Rule {
 
 /// A duration setting: finite and greater than zero.
 fn positive_seconds(key: &str, value: f64) -> Rule {
+    positive(key, value, "seconds")
+}
+
+/// A setting that must be finite and above zero, in `unit`.
+fn positive(key: &str, value: f64, unit: &str) -> Rule {
     ensure(value.is_finite() && value > 0.0, key, || {
-        format!("must be a positive number of seconds (got {value})")
+        format!("must be a positive number of {unit} (got {value})")
     })
 }
 
@@ -188,17 +193,15 @@ impl Config {
         at_least("trace.max_concurrent", trace.max_concurrent, 1)?;
         positive_seconds("trace.cooldown_seconds", trace.cooldown_seconds)?;
         positive_seconds("trace.report_refresh_seconds", trace.report_refresh_seconds)?;
-        let events = trace.max_events_per_second;
-        ensure(
-            events.is_finite() && events > 0.0,
+        positive(
             "trace.max_events_per_second",
-            || format!("must be a positive number of events per second (got {events})"),
+            trace.max_events_per_second,
+            "events per second",
         )?;
-        let faults = trace.max_faults_per_second;
-        ensure(
-            faults.is_finite() && faults > 0.0,
+        positive(
             "trace.max_faults_per_second",
-            || format!("must be a positive number of faults per second (got {faults})"),
+            trace.max_faults_per_second,
+            "faults per second",
         )?;
         ensure(
             trace.sample_rate <= MAX_SAMPLE_RATE,
