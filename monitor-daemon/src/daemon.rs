@@ -63,8 +63,16 @@ use crate::{
         session::{Session, SessionParams, monotonic_ns},
         tracer::{self, MapLimits, SWEEP_INTERVAL, SWEEP_MIN_AGE, Tracer, TracerError},
     },
-    watch::watcher::Watcher,
+    watch::{procfs, watcher::Watcher},
 };
+
+/// The command name of the process `pid` that started at `start_time_ticks`, as it is now: a
+/// process takes its new program's name on execve, which the watcher sees a sample later.
+/// `None` once the pid is gone or reused.
+fn current_comm(pid: u32, start_time_ticks: u64) -> Option<String> {
+    let stat = procfs::read_stat(pid).ok()?;
+    (stat.start_time_ticks == start_time_ticks).then_some(stat.comm)
+}
 
 /// Stacks kept in a daemon report.
 const REPORT_TOP: usize = 50;
@@ -389,6 +397,7 @@ struct SavedReport {
 struct Running {
     session: Session,
     start_time_ticks: u64,
+    /// Its command name, read again every tick: it changes on execve.
     comm: String,
     until: Instant,
     why: Why,
@@ -638,7 +647,8 @@ impl Daemon {
         urgent: bool,
         method: Option<Method>,
     ) -> Result<Method, String> {
-        let (pid, start_time_ticks, comm) = (view.pid, view.start_time_ticks, view.comm.clone());
+        let (pid, start_time_ticks) = (view.pid, view.start_time_ticks);
+        let comm = current_comm(pid, start_time_ticks).unwrap_or_else(|| view.comm.clone());
         let nonzero = NonZeroU32::new(pid).ok_or("pid 0 is not a process")?;
         let method = method.unwrap_or_else(|| self.method_for(view));
         let objects = match method {
@@ -732,6 +742,9 @@ impl Daemon {
                         releases.get(pid).unwrap_or(&HashMap::new()),
                     );
                     running.session.refresh_modules(&mut self.tracer);
+                    if let Some(comm) = current_comm(*pid, running.start_time_ticks) {
+                        running.comm = comm;
+                    }
                 }
             }
             Err(err) => warn!("reading stack totals: {err}"),
@@ -1492,6 +1505,34 @@ pub async fn run(options: RunOptions) -> Result<(), DaemonError> {
 mod tests {
     use super::*;
     use crate::testing::{frame, report};
+
+    #[test]
+    fn the_command_name_is_read_as_it_is_now_and_only_for_the_same_process() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawning sleep");
+        let pid = child.id();
+        let started = procfs::start_time_ticks(pid).expect("the child's start time");
+        // Until the child has called execve it carries the test's name.
+        let mut comm = None;
+        for _ in 0..500 {
+            comm = current_comm(pid, started);
+            if comm.as_deref() == Some("sleep") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(comm.as_deref(), Some("sleep"));
+        assert_eq!(
+            current_comm(pid, started + 1),
+            None,
+            "another process at the same pid"
+        );
+        child.kill().expect("killing sleep");
+        child.wait().expect("reaping sleep");
+        assert_eq!(current_comm(pid, started), None, "a reaped process");
+    }
 
     #[test]
     fn fast_leaks_are_sampled_to_fit_the_map() {
