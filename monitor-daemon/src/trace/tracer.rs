@@ -20,7 +20,7 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfError, EbpfLoader,
+    Btf, Ebpf, EbpfError, EbpfLoader, Pod,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, RingBuf},
     programs::{
         BtfTracePoint, ProgramError, TracePoint, UProbe,
@@ -905,78 +905,22 @@ impl Tracer {
             what: "forgetting a Python interpreter",
             source,
         })?;
-        let what = "purging the process's state";
-        let keys: Vec<AllocKey> = self
-            .allocs
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.tgid == tgid)
-            .collect();
-        for key in keys {
-            ignore_missing(self.allocs.remove(&key))
-                .map_err(|source| TracerError::Map { what, source })?;
-        }
-        let keys: Vec<StackKey> = self
-            .stack_stats
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.tgid == tgid)
-            .collect();
-        for key in keys {
-            ignore_missing(self.stack_stats.remove(&key))
-                .map_err(|source| TracerError::Map { what, source })?;
-        }
-        let keys: Vec<StackKey> = self
-            .stacks
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.tgid == tgid)
-            .collect();
-        for key in keys {
-            ignore_missing(self.stacks.remove(&key))
-                .map_err(|source| TracerError::Map { what, source })?;
-        }
-        for map in [&mut self.inflight] {
-            let keys: Vec<u64> = map
-                .keys()
-                .filter_map(Result::ok)
-                .filter(|key| (key >> 32) as u32 == tgid)
-                .collect();
-            for key in keys {
-                ignore_missing(map.remove(&key))
-                    .map_err(|source| TracerError::Map { what, source })?;
-            }
-        }
-        let keys: Vec<WalkKey> = self
-            .walk_cache
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.tgid == tgid)
-            .collect();
-        for key in keys {
-            ignore_missing(self.walk_cache.remove(&key))
-                .map_err(|source| TracerError::Map { what, source })?;
-        }
-        let keys: Vec<u64> = self
-            .syscalls
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| (key >> 32) as u32 == tgid)
-            .collect();
-        for key in keys {
-            ignore_missing(self.syscalls.remove(&key))
-                .map_err(|source| TracerError::Map { what, source })?;
-        }
-        let keys: Vec<ReleaseKey> = self
-            .releases
-            .keys()
-            .filter_map(Result::ok)
-            .filter(|key| key.tgid == tgid)
-            .collect();
-        for key in keys {
-            ignore_missing(self.releases.remove(&key))
-                .map_err(|source| TracerError::Map { what, source })?;
-        }
+        // The calls in flight go first: a return probe records an allocation of a call whose
+        // entry it finds in flight, without looking at TARGETS, and the probes stay attached
+        // until the kernel's grace period after this purge. Purged after the allocations, a
+        // call returning in between left an entry no trace would ever remove.
+        let of_tgid = |key: &u64| (key >> 32) as u32 == tgid;
+        remove_where(&mut self.inflight, of_tgid)
+            .and_then(|()| remove_where(&mut self.syscalls, of_tgid))
+            .and_then(|()| remove_where(&mut self.allocs, |key| key.tgid == tgid))
+            .and_then(|()| remove_where(&mut self.stack_stats, |key| key.tgid == tgid))
+            .and_then(|()| remove_where(&mut self.stacks, |key| key.tgid == tgid))
+            .and_then(|()| remove_where(&mut self.walk_cache, |key| key.tgid == tgid))
+            .and_then(|()| remove_where(&mut self.releases, |key| key.tgid == tgid))
+            .map_err(|source| TracerError::Map {
+                what: "purging the process's state",
+                source,
+            })?;
         Ok(())
     }
 
@@ -1246,6 +1190,21 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) 
         drop(item);
         handle(event);
     }
+}
+
+/// Removes the entries of `map` whose key `matches`: the keys are listed first, since a hash
+/// map's iteration restarts when the entry it stands on is deleted.
+fn remove_where<K: Pod, V: Pod>(
+    map: &mut HashMap<MapData, K, V>,
+    matches: impl Fn(&K) -> bool,
+) -> Result<(), MapError> {
+    let keys: Vec<K> = map
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|key| matches(key))
+        .collect();
+    keys.iter()
+        .try_for_each(|key| ignore_missing(map.remove(key)))
 }
 
 fn ignore_missing(result: Result<(), MapError>) -> Result<(), MapError> {
