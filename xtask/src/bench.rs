@@ -75,16 +75,20 @@ struct Mode {
     iterations: u64,
 }
 
-/// The ns per pair a loop printed on its JSON line.
-fn ns_per_pair(stdout: &str, what: &str) -> Result<f64> {
-    let line = stdout
+/// The number `what` printed under `key` on one of its JSON lines (`{"key": 12.5, ...}`).
+pub(crate) fn json_figure(stdout: &str, key: &str, what: &str) -> Result<f64> {
+    let quoted = format!("\"{key}\"");
+    stdout
         .lines()
-        .find(|line| line.contains("ns_per_pair"))
-        .with_context(|| format!("`{what}` printed no ns_per_pair line"))?;
-    line.split("\"ns_per_pair\":")
-        .nth(1)
-        .and_then(|rest| rest.trim_end_matches(['}', ' ']).trim().parse::<f64>().ok())
-        .with_context(|| format!("cannot read ns_per_pair from `{line}`"))
+        .find_map(|line| {
+            let rest = line.split(&quoted).nth(1)?.trim_start().strip_prefix(':')?;
+            let rest = rest.trim_start();
+            let end = rest
+                .find(|c: char| !(c.is_ascii_digit() || "+-.eE".contains(c)))
+                .unwrap_or(rest.len());
+            rest[..end].parse::<f64>().ok()
+        })
+        .with_context(|| format!("`{what}` printed no {key}"))
 }
 
 /// Kernel run time and run count of leakmon's programs, by name.
@@ -134,7 +138,10 @@ fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<(f64, Progr
     cmd.arg(mode.iterations.to_string()).stdin(Stdio::null());
     if mode.name != "leakmon trace" {
         let stdout = output(&mut cmd)?;
-        return Ok((ns_per_pair(&stdout, &display(&cmd))?, ProgramStats::new()));
+        return Ok((
+            json_figure(&stdout, "ns_per_pair", &display(&cmd))?,
+            ProgramStats::new(),
+        ));
     }
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -154,7 +161,7 @@ fn measure(leakmon: &Path, mode: &Mode, bench_loop: &Path) -> Result<(f64, Progr
         bail!("`{}` failed: {}", display(&cmd), result.status);
     }
     let stdout = String::from_utf8_lossy(&result.stdout);
-    Ok((ns_per_pair(&stdout, &display(&cmd))?, stats))
+    Ok((json_figure(&stdout, "ns_per_pair", &display(&cmd))?, stats))
 }
 
 /// The middle value of `values` (the upper one of an even count).
@@ -324,4 +331,23 @@ fn bench_loop(leakmon: &Path, bench: &Loop) -> Result<()> {
     );
     println!();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_figure_from_the_json_line_of_a_c_loop_or_of_python() {
+        let c = "warming up\n{\"iterations\":200000,\"ns_per_pair\":1702.25}\n";
+        assert_eq!(json_figure(c, "ns_per_pair", "loop").unwrap(), 1702.25);
+        let python = "{\"iterations\": 2000000, \"ns_per_allocation\": 5.4e1}";
+        assert_eq!(
+            json_figure(python, "ns_per_allocation", "python").unwrap(),
+            54.0
+        );
+        let err = json_figure(c, "ns_per_fault", "the fault loop").unwrap_err();
+        assert_eq!(err.to_string(), "`the fault loop` printed no ns_per_fault");
+        assert!(json_figure("{\"ns_per_pair\": null}", "ns_per_pair", "loop").is_err());
+    }
 }

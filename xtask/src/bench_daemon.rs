@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::bench::median;
+use crate::bench::{json_figure, median};
 
 /// Idle processes the daemon watches during the measurement.
 const IDLE_PROCESSES: usize = 1000;
@@ -92,11 +92,11 @@ fn loop_ns_per_pair(bench_loop: &Path) -> Result<f64> {
         .arg(OVERHEAD_ITERATIONS.to_string())
         .output()
         .context("running bench_loop")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.split("\"ns_per_pair\":")
-        .nth(1)
-        .and_then(|rest| rest.trim_end_matches(['}', '\n', ' ']).parse().ok())
-        .with_context(|| format!("no ns_per_pair in {text}"))
+    json_figure(
+        &String::from_utf8_lossy(&output.stdout),
+        "ns_per_pair",
+        "bench_loop",
+    )
 }
 
 /// Runs both measurements and prints their figures.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::bench::{BPF_STATS, median, program_stats};
+use crate::bench::{BPF_STATS, json_figure, median, program_stats};
 use crate::process::{command, output, run, target_dir, workspace_root};
 
 /// The page-fault method's kernel program.
@@ -84,12 +84,11 @@ fn build_fault_loop() -> Result<PathBuf> {
 
 /// The `ns_per_fault` of one run of the fault loop started by `cmd`.
 fn ns_per_fault(cmd: &mut Command) -> Result<f64> {
-    let stdout = output(cmd.stdin(Stdio::null()))?;
-    stdout
-        .lines()
-        .find_map(|line| line.split("\"ns_per_fault\":").nth(1))
-        .and_then(|rest| rest.trim_end_matches(['}', ' ']).trim().parse().ok())
-        .context("the fault loop printed no ns_per_fault")
+    json_figure(
+        &output(cmd.stdin(Stdio::null()))?,
+        "ns_per_fault",
+        "the fault loop",
+    )
 }
 
 /// Measures and prints both parts.

@@ -6,9 +6,9 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
-use crate::bench::median;
+use crate::bench::{json_figure, median};
 use crate::process::{command, output, workspace_root};
 
 /// Rounds of each configuration.
@@ -20,12 +20,11 @@ const ITERATIONS_TRACED: &str = "200000";
 const PYTHON: &str = "/usr/bin/python3.11";
 
 fn ns_per_allocation(cmd: &mut Command) -> Result<f64> {
-    let stdout = output(cmd.stdin(Stdio::null()))?;
-    stdout
-        .lines()
-        .find_map(|line| line.split("\"ns_per_allocation\": ").nth(1))
-        .and_then(|rest| rest.trim_end_matches(['}', ' ']).trim().parse().ok())
-        .context("the Python loop printed no ns_per_allocation")
+    json_figure(
+        &output(cmd.stdin(Stdio::null()))?,
+        "ns_per_allocation",
+        "the Python loop",
+    )
 }
 
 /// Measures and prints the table.

@@ -31,16 +31,36 @@ fn find(views: &[ProcessView], pid: u32) -> Option<&ProcessView> {
     views.iter().find(|view| view.pid == pid)
 }
 
-/// Whether the top leaking stack of `report` has a frame named `function` (of `language`).
-fn names(report: &Report, function: &str, language: Language) -> bool {
-    report
+/// Asserts that `report`, traced by `method`, has a top leaking stack with a frame named
+/// `function` (of `language`) and a note containing `note`; `what` names it in the failure.
+fn assert_explains(
+    report: &Report,
+    what: &str,
+    method: Method,
+    (function, language): (&str, Language),
+    note: Option<&str>,
+) {
+    assert_eq!(report.method, method, "{what}");
+    let named = report
         .stacks
         .iter()
         .find(|stack| stack.leaking)
         .is_some_and(|stack| {
             has_frame(stack, function)
                 && stack.frames.iter().any(|frame| frame.language == language)
-        })
+        });
+    assert!(
+        named,
+        "{what} does not name {function}\n{}",
+        describe_report(report)
+    );
+    if let Some(note) = note {
+        assert!(
+            report.notes.iter().any(|line| line.contains(note)),
+            "{what} has no note saying \"{note}\"\n{}",
+            describe_report(report)
+        );
+    }
 }
 
 /// What the test saw of one leaking program.
@@ -129,27 +149,19 @@ fn go_and_python_leaks_are_named_by_page_faults_then_allocations_follow() {
             "/api/v1/processes/{pid}/report?format=json&method={method}"
         ))
     };
-    let go_report = report_of(go_pid, "page-faults");
-    assert_eq!(go_report.method, Method::PageFaults);
-    assert!(
-        names(&go_report, GO_FUNCTION, Language::Native),
-        "the Go program's page-fault report does not name {GO_FUNCTION}\n{}",
-        describe_report(&go_report)
+    assert_explains(
+        &report_of(go_pid, "page-faults"),
+        "the Go program's page-fault report",
+        Method::PageFaults,
+        (GO_FUNCTION, Language::Native),
+        None,
     );
-    let python_faults = report_of(python_pid, "page_faults");
-    assert_eq!(python_faults.method, Method::PageFaults);
-    assert!(
-        names(&python_faults, PYTHON_FUNCTION, Language::Python),
-        "the Python script's page-fault report does not name {PYTHON_FUNCTION}\n{}",
-        describe_report(&python_faults)
-    );
-    assert!(
-        python_faults
-            .notes
-            .iter()
-            .any(|note| note.contains("an allocation trace follows")),
-        "{}",
-        describe_report(&python_faults)
+    assert_explains(
+        &report_of(python_pid, "page_faults"),
+        "the Python script's page-fault report",
+        Method::PageFaults,
+        (PYTHON_FUNCTION, Language::Python),
+        Some("an allocation trace follows"),
     );
 
     // The Python script is then traced by its allocations, in a report that says which
@@ -177,19 +189,12 @@ fn go_and_python_leaks_are_named_by_page_faults_then_allocations_follow() {
         );
         thread::sleep(POLL);
     };
-    assert_eq!(python_allocations.method, Method::Allocations);
-    assert!(
-        python_allocations
-            .notes
-            .iter()
-            .any(|note| note.contains("follows the page-fault trace of report")),
-        "{}",
-        describe_report(&python_allocations)
-    );
-    assert!(
-        names(&python_allocations, PYTHON_FUNCTION, Language::Python),
-        "the Python script's allocation report does not name {PYTHON_FUNCTION}\n{}",
-        describe_report(&python_allocations)
+    assert_explains(
+        &python_allocations,
+        "the Python script's allocation report",
+        Method::Allocations,
+        (PYTHON_FUNCTION, Language::Python),
+        Some("follows the page-fault trace of report"),
     );
     assert_eq!(
         python_seen.methods,
