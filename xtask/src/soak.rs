@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::bench::median;
+use crate::bench::{json_figure, median};
 use crate::daemon::build_release;
 use crate::process::{command, run, target_dir, workspace_root};
 
@@ -215,15 +215,6 @@ fn wait_for_empty_maps(addr: &str) -> Result<std::result::Result<(), String>> {
     }
 }
 
-/// The number after `"key":` in a JSON text.
-fn json_number(text: &str, key: &str) -> Option<f64> {
-    let rest = text.split(&format!("\"{key}\":")).nth(1)?;
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
 /// Least-squares slope of (t, y).
 fn slope(points: &[(f64, f64)]) -> f64 {
     let n = points.len() as f64;
@@ -347,8 +338,8 @@ pub fn soak(minutes: f64) -> Result<()> {
             let t = now.duration_since(started).as_secs_f64();
             println!(
                 "{t:>6.0} {rss:>10} {anon:>11} {cpu:>7.2} {:>8} {:>7} {reports:>8} {churned:>8}",
-                json_number(&status, "processes_watched").unwrap_or(f64::NAN),
-                json_number(&status, "processes_traced").unwrap_or(f64::NAN),
+                json_figure(&status, "processes_watched", "/api/v1/status").unwrap_or(f64::NAN),
+                json_figure(&status, "processes_traced", "/api/v1/status").unwrap_or(f64::NAN),
             );
             samples.push((t, anon as f64));
         }
@@ -401,6 +392,15 @@ pub fn soak(minutes: f64) -> Result<()> {
         }
     }
     println!("traces by command: {traced:?}");
+    // Allocation entries the sweep found of processes no longer traced: each is an allocator
+    // call that outlived its trace's purge (the maps are cleaned either way).
+    let strays: usize = log
+        .lines()
+        .filter_map(|line| line.split("] swept ").nth(1))
+        .filter(|rest| rest.contains("allocation entries of processes no longer traced"))
+        .filter_map(|rest| rest.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    println!("stray allocation entries swept: {strays}");
     if let Err(entries) = maps {
         bail!(
             "kernel map entries left once the load stopped and no trace ran: {entries}; its log \

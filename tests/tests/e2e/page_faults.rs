@@ -27,7 +27,11 @@ fn traced(scenario: &str) -> Report {
     run.report
 }
 
-/// The top leaking stack names `function`; returns the leaking stacks through it.
+/// The top leaking stack names `function`; returns every stack through it. Their growth
+/// together is what the function brings in: a runtime's allocator also writes some of those
+/// pages (Go clears a reused span in `memclrNoHeapPointers` under the caller's frames), and
+/// such a stack can fall and rise as the runtime gives pages back, failing the growth rule on
+/// its own while the function's memory keeps growing.
 fn assert_top_leak(report: &Report, function: &str) -> Vec<StackReport> {
     let top = report
         .stacks
@@ -39,11 +43,7 @@ fn assert_top_leak(report: &Report, function: &str) -> Vec<StackReport> {
         "the top leaking stack does not name {function}\n{}",
         describe_report(report)
     );
-    stacks_with(report, function)
-        .into_iter()
-        .filter(|stack| stack.leaking)
-        .cloned()
-        .collect()
+    stacks_with(report, function).into_iter().cloned().collect()
 }
 
 #[test]
