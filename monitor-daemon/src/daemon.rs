@@ -1114,10 +1114,11 @@ impl Daemon {
         }
     }
 
-    /// Sweeps the kernel's entries of freed allocations, counts the maps' entries, and drops
-    /// what the symbolizer keeps of files no report needed lately.
+    /// Sweeps the kernel's entries of freed allocations, counts the maps' entries, drops what
+    /// the symbolizer keeps of files no report needed lately and gives the freed heap back.
     fn sweep(&mut self) {
         self.symbolizer.trim(Instant::now());
+        tracer::release_free_heap();
         let before = monotonic_ns().saturating_sub(SWEEP_MIN_AGE.as_nanos() as u64);
         let running = &self.running;
         match self

@@ -546,6 +546,10 @@ impl Tracer {
                 .map_err(|source| load_error(name, source))?;
             syscall_event_ids.push(tracefs.event_id("syscalls", name)?);
         }
+        drop(btf);
+        // Loading parsed the kernel's BTF twice (relocations, BTF tracepoints): some 20 MiB
+        // of small blocks, all freed now, which glibc would otherwise keep resident.
+        release_free_heap();
         let mut table: Array<MapData, SampleBucket> = take_map(&mut ebpf, "SAMPLE_TABLE")?;
         for (index, bucket) in sample_table().into_iter().enumerate() {
             table
@@ -1190,6 +1194,14 @@ pub fn drain_events(ring: &mut RingBuf<MapData>, mut handle: impl FnMut(Event)) 
         drop(item);
         handle(event);
     }
+}
+
+/// Gives the free pages of the process's heap back to the kernel: glibc returns them only from
+/// the top of an arena (and never from the middle), so a burst of short-lived allocations (the
+/// BTF parsed at load, a large report symbolized) stays resident long after it was freed.
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
 }
 
 /// Removes the entries of `map` whose key `matches`: the keys are listed first, since a hash
