@@ -185,6 +185,25 @@ pub const TARGET_PAGE_FAULTS: u32 = 2;
 /// user space publishes the new image's mappings before its first instruction runs; the
 /// [`EventKind::Exec`] event then carries [`EXEC_STOPPED`] and user space resumes it.
 pub const TARGET_STOP_AT_EXEC: u32 = 4;
+/// Bits of `TARGET_BITS`, a filter the programs that fire for every process (page faults,
+/// memory-mapping system calls, exits, execs) test before they look a process up in `TARGETS`:
+/// the bit of a tgid ([`target_bit`]) is set while any registered process shares it, so a clear
+/// bit proves the process is not traced, at the cost of an inlined array read instead of a hash
+/// lookup.
+pub const TARGET_BITS: u32 = 1 << 16;
+/// Bits per word of `TARGET_BITS`.
+pub const TARGET_BITS_PER_WORD: u32 = 64;
+
+/// The word of `TARGET_BITS` and the mask of `tgid`'s bit in it.
+#[inline(always)]
+pub fn target_bit(tgid: u32) -> (u32, u64) {
+    let bit = tgid & (TARGET_BITS - 1);
+    (
+        bit / TARGET_BITS_PER_WORD,
+        1 << (bit % TARGET_BITS_PER_WORD),
+    )
+}
+
 /// `Event::flags` of an [`EventKind::Exec`] after which the process waits for SIGCONT.
 pub const EXEC_STOPPED: u64 = 1;
 
@@ -895,6 +914,18 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tgid_has_one_filter_bit_shared_only_modulo_the_filter_size() {
+        assert_eq!(target_bit(0), (0, 1));
+        assert_eq!(target_bit(65), (1, 2));
+        assert_eq!(
+            target_bit(TARGET_BITS - 1),
+            (TARGET_BITS / TARGET_BITS_PER_WORD - 1, 1 << 63)
+        );
+        assert_eq!(target_bit(TARGET_BITS + 65), target_bit(65));
+        assert_ne!(target_bit(4_194_303), target_bit(4_194_302));
+    }
 
     #[test]
     fn rules_pack_and_unpack() {

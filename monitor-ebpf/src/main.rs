@@ -53,8 +53,8 @@ mod unwind;
 use monitor_common::{
     AllocFn, AllocInfo, AllocKey, BRK_NESTED, EXEC_STOPPED, Event, EventKind, FreedSize, InFlight,
     ReleaseKey, ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket,
-    StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_STOP_AT_EXEC, WEIGHT_ONE,
-    glibc_usable_size,
+    StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_BITS, TARGET_BITS_PER_WORD,
+    TARGET_STOP_AT_EXEC, WEIGHT_ONE, glibc_usable_size, target_bit,
 };
 
 /// `MAP_ANONYMOUS` from `<sys/mman.h>`.
@@ -89,6 +89,10 @@ use unwind::{Captured, UserRegs, capture_stack, walk_stack};
 
 #[map]
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(1024, 0);
+
+/// The filter in front of `TARGETS` (see `monitor_common::TARGET_BITS`), written by user space.
+#[map]
+static TARGET_WORDS: Array<u64> = Array::with_max_entries(TARGET_BITS / TARGET_BITS_PER_WORD, 0);
 
 #[map]
 static INFLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(16384, 0);
@@ -158,10 +162,18 @@ pub(crate) fn current() -> (u64, u32) {
     )
 }
 
+/// Whether the process may be traced: `false` proves it is not, from one array read (the
+/// verifier inlines it), so the programs that fire for every process skip the hash lookup.
+#[inline(always)]
+pub(crate) fn may_be_target(tgid: u32) -> bool {
+    let (word, mask) = target_bit(tgid);
+    TARGET_WORDS.get(word).is_some_and(|bits| bits & mask != 0)
+}
+
 /// Whether the process is traced (the memory-mapping tracepoints fire for every process).
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
-    TARGETS.get_ptr(&tgid).is_some()
+    may_be_target(tgid) && TARGETS.get_ptr(&tgid).is_some()
 }
 
 /// The sampling weight for an allocation of `size` bytes, or 0 to skip it.
@@ -921,6 +933,9 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
     let (_, tgid) = current();
+    if !may_be_target(tgid) {
+        return 0;
+    }
     let Some(mode) = TARGETS.get_ptr_mut(&tgid) else {
         return 0;
     };

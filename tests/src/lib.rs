@@ -1602,6 +1602,8 @@ pub struct KernelMaps {
     pub entries: BTreeMap<String, usize>,
     /// The pids registered in `TARGETS` (its keys).
     pub targets: Vec<u32>,
+    /// The bits set in `TARGET_WORDS`, the filter in front of `TARGETS`.
+    pub target_bits: u32,
 }
 
 /// The maps leakmon keeps per-process state in (the kernel keeps 15 bytes of a name). The
@@ -1639,8 +1641,8 @@ fn bpftool_json(args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|error| panic!("bpftool -j {} printed bad JSON: {error}", args.join(" ")))
 }
 
-/// A map key as bytes: bpftool prints `["0x2a","0x00",...]` for maps without BTF.
-fn key_bytes(key: &serde_json::Value) -> Vec<u8> {
+/// A map key or value as bytes: bpftool prints `["0x2a","0x00",...]` for maps without BTF.
+fn hex_bytes(key: &serde_json::Value) -> Vec<u8> {
     key.as_array()
         .map(|bytes| {
             bytes
@@ -1660,19 +1662,38 @@ pub fn kernel_maps_of(pid: u32) -> KernelMaps {
     for id in map_ids {
         let id = id.to_string();
         let show = bpftool_json(&["map", "show", "id", &id]);
-        let Some(name) = show["name"]
-            .as_str()
-            .filter(|name| STATE_MAPS.contains(name))
-        else {
+        let Some(name) = show["name"].as_str() else {
             continue;
         };
+        if name == "TARGET_WORDS" {
+            let dump = bpftool_json(&["map", "dump", "id", &id]);
+            maps.target_bits += dump
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    let value = &entry["value"];
+                    value.as_u64().unwrap_or_else(|| {
+                        hex_bytes(value)
+                            .iter()
+                            .rev()
+                            .fold(0, |word, &byte| (word << 8) | u64::from(byte))
+                    })
+                })
+                .map(u64::count_ones)
+                .sum::<u32>();
+            continue;
+        }
+        if !STATE_MAPS.contains(&name) {
+            continue;
+        }
         let dump = bpftool_json(&["map", "dump", "id", &id]);
         let entries = dump.as_array().cloned().unwrap_or_default();
         if name == "TARGETS" {
             for entry in &entries {
                 let key = &entry["key"];
                 let pid = key.as_u64().map(|pid| pid as u32).or_else(|| {
-                    let bytes = key_bytes(key);
+                    let bytes = hex_bytes(key);
                     bytes
                         .get(..4)
                         .map(|bytes| u32::from_le_bytes(bytes.try_into().expect("4 bytes")))

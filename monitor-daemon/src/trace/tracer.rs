@@ -34,7 +34,7 @@ use monitor_common::{
     AllocFn, AllocInfo, AllocKey, CachedWalk, Event, InFlight, PythonProcess, ReleaseKey,
     ReleaseStats, SAMPLE_BUCKET_SCALE, SAMPLE_BUCKETS, STAT_COUNT, SampleBucket, StackEnd,
     StackKey, StackStats, StackTrace, Stat, SyscallArgs, TARGET_ALLOCATIONS, TARGET_PAGE_FAULTS,
-    TARGET_STOP_AT_EXEC, WEIGHT_ONE, WalkKey,
+    TARGET_STOP_AT_EXEC, WEIGHT_ONE, WalkKey, target_bit,
 };
 
 use crate::report::ProbeSite;
@@ -366,6 +366,11 @@ fn check_host(host: &Host) -> Result<(), TracerError> {
 pub struct Tracer {
     ebpf: Ebpf,
     targets: HashMap<MapData, u32, u32>,
+    /// The filter in front of `targets` (`monitor_common::TARGET_BITS`), kept equal to the
+    /// bits of `registered`.
+    target_words: Array<MapData, u64>,
+    /// The pids registered in `targets`.
+    registered: HashSet<u32>,
     allocs: HashMap<MapData, AllocKey, AllocInfo>,
     stack_stats: HashMap<MapData, StackKey, StackStats>,
     stacks: HashMap<MapData, StackKey, StackTrace>,
@@ -561,6 +566,8 @@ impl Tracer {
         }
         Ok(Self {
             targets: take_map(&mut ebpf, "TARGETS")?,
+            target_words: take_map(&mut ebpf, "TARGET_WORDS")?,
+            registered: HashSet::new(),
             allocs: take_map(&mut ebpf, "ALLOCS")?,
             stack_stats: take_map(&mut ebpf, "STACK_STATS")?,
             stacks: take_map(&mut ebpf, "STACKS")?,
@@ -628,12 +635,7 @@ impl Tracer {
         refuse_seccomp_uretprobes(pid.get())?;
         self.refuse_nested_pid_namespace(pid.get())?;
         self.attach_syscall_tracepoints()?;
-        self.targets
-            .insert(pid.get(), TARGET_ALLOCATIONS, 0)
-            .map_err(|source| TracerError::Map {
-                what: "registering the target",
-                source,
-            })?;
+        self.register(pid.get(), TARGET_ALLOCATIONS)?;
         let mut sites = Vec::new();
         for object in objects {
             for site in &object.sites {
@@ -723,15 +725,51 @@ impl Tracer {
             self.page_fault_link = Some(link);
         }
         self.page_fault_targets.insert(pid.get());
-        if let Err(source) = self.targets.insert(pid.get(), TARGET_PAGE_FAULTS, 0) {
+        if let Err(err) = self.register(pid.get(), TARGET_PAGE_FAULTS) {
             drop(self.detach_later(pid));
-            return Err(TracerError::Map {
-                what: "registering the target",
-                source,
-            });
+            return Err(err);
         }
         info!("pid {pid}: traced by its page faults");
         Ok(())
+    }
+
+    /// Registers `pid` in `TARGETS` with `mode`, its filter bit set first (a program must never
+    /// see a registered process's bit clear). On error nothing stays registered.
+    fn register(&mut self, pid: u32, mode: u32) -> Result<(), TracerError> {
+        let what = "registering the target";
+        self.registered.insert(pid);
+        let registered = self
+            .write_target_word(pid)
+            .and_then(|()| self.targets.insert(pid, mode, 0));
+        if let Err(source) = registered {
+            self.unregister(pid);
+            return Err(TracerError::Map { what, source });
+        }
+        Ok(())
+    }
+
+    /// Removes `pid` from `TARGETS`, then its filter bit unless another registered process
+    /// shares it.
+    fn unregister(&mut self, pid: u32) {
+        if let Err(err) = ignore_missing(self.targets.remove(&pid)) {
+            debug!("unregistering pid {pid}: {err}");
+        }
+        self.registered.remove(&pid);
+        if let Err(err) = self.write_target_word(pid) {
+            warn!("clearing the filter bit of pid {pid}: {err}");
+        }
+    }
+
+    /// Writes the word of `TARGET_WORDS` that holds `pid`'s bit, from the registered pids.
+    fn write_target_word(&mut self, pid: u32) -> Result<(), MapError> {
+        let (word, _) = target_bit(pid);
+        let bits = self
+            .registered
+            .iter()
+            .map(|&other| target_bit(other))
+            .filter(|&(other_word, _)| other_word == word)
+            .fold(0, |bits, (_, mask)| bits | mask);
+        self.target_words.set(word, bits, 0)
     }
 
     /// Refuses a process outside leakmon's PID namespace when that is not the initial one: the
@@ -870,9 +908,7 @@ impl Tracer {
                 Err(err) => debug!("detaching {name} from pid {pid}: {err}"),
             }
         }
-        if let Err(err) = self.targets.remove(&pid.get()) {
-            debug!("unregistering pid {pid}: {err}");
-        }
+        self.unregister(pid.get());
         let mut page_faults = None;
         if self.page_fault_targets.remove(&pid.get())
             && self.page_fault_targets.is_empty()

@@ -216,6 +216,10 @@ fn churn_leaves_no_state_behind() {
         kernel.targets
     );
     assert_eq!(
+        kernel.target_bits, 0,
+        "the filter in front of TARGETS still has bits set after every trace ended"
+    );
+    assert_eq!(
         kernel
             .entries
             .keys()
