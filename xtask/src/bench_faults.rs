@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::bench::{BPF_STATS, json_figure, median, program_stats};
+use crate::bench::{BPF_STATS, bpf_stats, json_figure, median, program_stats};
 use crate::process::{command, output, run, target_dir, workspace_root};
 
 /// The page-fault method's kernel program.
@@ -104,13 +104,6 @@ fn faults(leakmon: &Path) -> Result<()> {
         eprintln!("restoring {BPF_STATS}: {err}");
     }
     result
-}
-
-/// Turns the kernel's per-program statistics on or off: on, every program run also reads the
-/// clock twice, which the loops' timings must not include.
-fn bpf_stats(on: bool) -> Result<()> {
-    std::fs::write(BPF_STATS, if on { "1" } else { "0" })
-        .with_context(|| format!("writing {BPF_STATS}"))
 }
 
 fn fault_rounds(leakmon: &Path) -> Result<()> {

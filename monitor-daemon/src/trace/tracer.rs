@@ -7,8 +7,9 @@
 //! traced never hit a breakpoint. The memory-mapping system calls are followed through the
 //! `syscalls:` tracepoints (found through tracefs, mounted if need be: see `tracefs`), attached
 //! only while some process is traced, and the process lifecycle through BTF tracepoints (no
-//! tracefs needed). These fire for every process but return after one hash lookup unless the
-//! process is in the `TARGETS` map. (`fentry`/`fexit` programs, which would spare other system
+//! tracefs needed). These fire for every process but return after one array read (the
+//! `TARGET_WORDS` bitmap of registered tgids) unless the process may be in the `TARGETS` map,
+//! looked up then. (`fentry`/`fexit` programs, which would spare other system
 //! calls the tracing path, are refused by some kernels, this development VM's among them.)
 
 use std::os::fd::{AsFd as _, OwnedFd};
