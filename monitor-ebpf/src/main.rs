@@ -162,18 +162,22 @@ pub(crate) fn current() -> (u64, u32) {
     )
 }
 
-/// Whether the process may be traced: `false` proves it is not, from one array read (the
-/// verifier inlines it), so the programs that fire for every process skip the hash lookup.
+/// The `TARGETS` value (mode bits) of the process, if it is traced. The filter bit is read
+/// first: clear, it proves the process is not traced from one array read (the verifier inlines
+/// it), so the programs that fire for every process skip the hash lookup.
 #[inline(always)]
-pub(crate) fn may_be_target(tgid: u32) -> bool {
+pub(crate) fn target_mode(tgid: u32) -> Option<*mut u32> {
     let (word, mask) = target_bit(tgid);
-    TARGET_WORDS.get(word).is_some_and(|bits| bits & mask != 0)
+    if TARGET_WORDS.get(word).is_none_or(|bits| bits & mask == 0) {
+        return None;
+    }
+    TARGETS.get_ptr_mut(&tgid)
 }
 
 /// Whether the process is traced (the memory-mapping tracepoints fire for every process).
 #[inline(always)]
 fn is_target(tgid: u32) -> bool {
-    may_be_target(tgid) && TARGETS.get_ptr(&tgid).is_some()
+    target_mode(tgid).is_some()
 }
 
 /// The sampling weight for an allocation of `size` bytes, or 0 to skip it.
@@ -933,10 +937,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: BtfTracePointContext) -> u32 {
     let (_, tgid) = current();
-    if !may_be_target(tgid) {
-        return 0;
-    }
-    let Some(mode) = TARGETS.get_ptr_mut(&tgid) else {
+    let Some(mode) = target_mode(tgid) else {
         return 0;
     };
     // The old image's mappings are gone: walks find none until user space publishes the new.

@@ -8,15 +8,15 @@
 //!
 //! Read faults are left out: a read of an untouched anonymous page maps the shared zero page and
 //! adds nothing until the first write, which faults again. The cost for other processes is the
-//! tracepoint and one array read (see `may_be_target`) per user page fault, paid only while a process is traced this
-//! way (user space attaches the program then).
+//! tracepoint and one array read (see `target_mode`) per user page fault, paid only while a
+//! process is traced this way (user space attaches the program then).
 //!
 //! Uses the crate root's maps and stack capture.
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
 use monitor_common::{Event, EventKind, Stat, TARGET_PAGE_FAULTS};
 
-use crate::{TARGETS, count, current, emit_quietly, interned_stack, may_be_target, user_regs_at};
+use crate::{count, current, emit_quietly, interned_stack, target_mode, user_regs_at};
 
 /// The write bit of a page fault's error code (`X86_PF_WRITE`).
 const PF_WRITE: u64 = 1 << 1;
@@ -27,10 +27,7 @@ const PAGE_SIZE: u64 = 4096;
 #[btf_tracepoint(function = "page_fault_user")]
 pub fn page_fault_user(ctx: BtfTracePointContext) -> u32 {
     let (_, tgid) = current();
-    if !may_be_target(tgid) {
-        return 0;
-    }
-    let Some(mode) = TARGETS.get_ptr(&tgid) else {
+    let Some(mode) = target_mode(tgid) else {
         return 0;
     };
     // SAFETY: a live map value.
