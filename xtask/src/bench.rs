@@ -171,6 +171,16 @@ pub(crate) fn bpf_stats(on: bool) -> Result<()> {
         .with_context(|| format!("writing {BPF_STATS}"))
 }
 
+/// Runs `measure`, which switches [`bpf_stats`], and then puts the setting back as it was.
+pub(crate) fn restoring_bpf_stats(measure: impl FnOnce() -> Result<()>) -> Result<()> {
+    let previous = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
+    let result = measure();
+    if let Err(err) = std::fs::write(BPF_STATS, previous.trim()) {
+        eprintln!("restoring {BPF_STATS}: {err}");
+    }
+    result
+}
+
 /// The middle value of `values` (the upper one of an even count).
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -217,14 +227,11 @@ pub fn parse_parts(args: &[String]) -> Result<Vec<Part>> {
 pub fn bench(parts: &[Part]) -> Result<()> {
     let leakmon = daemon::build_release()?;
     if parts.contains(&Part::Allocations) {
-        let previous_stats = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
-        let result = LOOPS
-            .iter()
-            .try_for_each(|bench| bench_loop(&leakmon, bench));
-        if let Err(err) = std::fs::write(BPF_STATS, previous_stats.trim()) {
-            eprintln!("restoring {BPF_STATS}: {err}");
-        }
-        result?;
+        restoring_bpf_stats(|| {
+            LOOPS
+                .iter()
+                .try_for_each(|bench| bench_loop(&leakmon, bench))
+        })?;
     }
     if parts.contains(&Part::PageFaults) {
         crate::bench_faults::bench(&leakmon)?;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::bench::{BPF_STATS, bpf_stats, json_figure, median, program_stats};
+use crate::bench::{bpf_stats, json_figure, median, program_stats, restoring_bpf_stats};
 use crate::process::{command, output, run, target_dir, workspace_root};
 
 /// The page-fault method's kernel program.
@@ -93,17 +93,8 @@ fn ns_per_fault(cmd: &mut Command) -> Result<f64> {
 
 /// Measures and prints both parts.
 pub fn bench(leakmon: &Path) -> Result<()> {
-    faults(leakmon)?;
+    restoring_bpf_stats(|| fault_rounds(leakmon))?;
     redis(leakmon)
-}
-
-fn faults(leakmon: &Path) -> Result<()> {
-    let previous_stats = std::fs::read_to_string(BPF_STATS).unwrap_or_default();
-    let result = fault_rounds(leakmon);
-    if let Err(err) = std::fs::write(BPF_STATS, previous_stats.trim()) {
-        eprintln!("restoring {BPF_STATS}: {err}");
-    }
-    result
 }
 
 fn fault_rounds(leakmon: &Path) -> Result<()> {
@@ -129,7 +120,6 @@ fn fault_rounds(leakmon: &Path) -> Result<()> {
                 .context("starting sleep")?,
         );
         let trace = start_trace(leakmon, idle.0.id(), "page-faults")?;
-        bpf_stats(false)?;
         bystander.push(ns_per_fault(command(&fault_loop)?.arg(&iterations))?);
         // Once more with the statistics on, for the program's own run time.
         bpf_stats(true)?;
